@@ -1,0 +1,221 @@
+//! A coordinator: one openraft node plus the HTTP API (REST, Raft RPCs, event log).
+
+mod config;
+mod error;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tokio::net::TcpListener;
+
+pub use config::{parse_peers, ConfigError, CoordinatorConfig};
+pub use error::AppError;
+
+use crate::api::model::{ClusterEventKind, RaftRole};
+use crate::auth::ApiKey;
+use crate::events::EventLog;
+use crate::raft::network::HttpNetwork;
+use crate::raft::store::{CommitIndex, SharedState};
+use crate::raft::{Command, CommandResult, NodeId, Raft};
+
+/// Path of the internal route a follower uses to hand a write to the leader.
+pub const PATH_FORWARD: &str = "/raft/write";
+
+/// Pause between write attempts while the cluster has no reachable leader. Short, because an
+/// election typically completes within one election timeout.
+const FORWARD_RETRY_MS: u64 = 50;
+
+/// Shared state of one coordinator's handlers.
+pub struct Coordinator {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub commit_index: CommitIndex,
+    pub events: Arc<EventLog>,
+    pub api_key: ApiKey,
+    http: reqwest::Client,
+    /// How long a write may wait for a leader before answering 421 (twice the max election timeout).
+    write_budget: Duration,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run a coordinator on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    config.validate(local)?;
+    let events = Arc::new(EventLog::new(config.node_id));
+    let (log_store, sm_store) = crate::raft::store::open(&config.data_dir, events.clone())
+        .with_context(|| format!("open Raft store in {}", config.data_dir.display()))?;
+    let commit_index = log_store.commit_index();
+    let state = sm_store.shared();
+    let raft_config = Arc::new(config.raft_config()?);
+    let network = HttpNetwork::new(config.api_key.clone())?;
+    let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store)
+        .await
+        .context("start Raft")?;
+
+    // Any node can bootstrap: a pristine node proposes the full static membership. openraft
+    // documents that several nodes initializing with the same config is safe; a node that has
+    // any state (a restart) is already initialized and never does this again.
+    if !raft.is_initialized().await? {
+        let members: std::collections::BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, url)| (*id, BasicNode::new(url)))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!("initialized the cluster membership"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                tracing::info!("already initialized: {e}")
+            }
+            Err(e) => return Err(e).context("initialize Raft membership"),
+        }
+    }
+
+    let coordinator = Arc::new(Coordinator {
+        node_id: config.node_id,
+        raft: raft.clone(),
+        state,
+        commit_index,
+        events: events.clone(),
+        api_key: ApiKey::new(config.api_key.clone()),
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .build()?,
+        write_budget: Duration::from_millis(2 * config.election_max_ms),
+    });
+    tokio::spawn(watch_raft(raft.clone(), events));
+
+    tracing::info!(node_id = config.node_id, %local, "coordinator listening");
+    axum::serve(listener, routes::router(coordinator))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    raft.shutdown().await.ok();
+    Ok(())
+}
+
+/// Record role, term and leader changes in the event log as openraft reports them.
+async fn watch_raft(raft: Raft, events: Arc<EventLog>) {
+    let mut rx = raft.metrics();
+    let mut last: Option<(RaftRole, u64, Option<NodeId>)> = None;
+    loop {
+        let (role, term, leader) = {
+            let m = rx.borrow_and_update();
+            (role_of(m.state), m.current_term, m.current_leader)
+        };
+        if last.map(|(r, _, _)| r) != Some(role) {
+            events.push(ClusterEventKind::RoleChanged { term, role });
+        }
+        // A new leader, or the same leader re-elected in a new term; a term change with no
+        // leader (an election under way) is recorded once the outcome is known.
+        let leader_changed = match last {
+            None => true,
+            Some((_, last_term, last_leader)) => {
+                last_leader != leader || (leader.is_some() && last_term != term)
+            }
+        };
+        if leader_changed {
+            events.push(ClusterEventKind::LeaderChanged { term, leader });
+        }
+        last = Some((role, term, leader));
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub fn role_of(state: ServerState) -> RaftRole {
+    match state {
+        ServerState::Leader => RaftRole::Leader,
+        ServerState::Follower => RaftRole::Follower,
+        ServerState::Candidate => RaftRole::Candidate,
+        ServerState::Learner => RaftRole::Learner,
+        ServerState::Shutdown => RaftRole::Shutdown,
+    }
+}
+
+impl Coordinator {
+    /// Commit `command` through Raft: locally when leader, else forwarded to the leader, retrying
+    /// while an election is under way. 421 only when no leader appears within the budget.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, AppError> {
+        let deadline = tokio::time::Instant::now() + self.write_budget;
+        let mut last_error = String::from("no leader known");
+        loop {
+            match self.raft.client_write(command.clone()).await {
+                Ok(response) => return Ok(response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    if let Some(leader) = forward.leader_node {
+                        match self.forward(&leader.addr, &command).await {
+                            Ok(result) => return result,
+                            Err(e) => last_error = format!("forward to {}: {e:#}", leader.addr),
+                        }
+                    }
+                }
+                Err(e) => return Err(AppError::internal(e)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::not_leader(format!(
+                    "no leader accepted the write within {} ms: {last_error}",
+                    self.write_budget.as_millis()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(FORWARD_RETRY_MS)).await;
+        }
+    }
+
+    /// Commit locally only (the leader's side of forwarding).
+    pub async fn write_local(&self, command: Command) -> Result<CommandResult, AppError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(AppError::not_leader(format!(
+                    "node {} is not the leader (leader: {:?})",
+                    self.node_id, f.leader_id
+                )))
+            }
+            Err(e) => Err(AppError::internal(e)),
+        }
+    }
+
+    /// Outer error: transport (retry); inner: the leader's answer (final).
+    async fn forward(
+        &self,
+        leader_url: &str,
+        command: &Command,
+    ) -> anyhow::Result<Result<CommandResult, AppError>> {
+        let mut request = self
+            .http
+            .post(format!("{leader_url}{PATH_FORWARD}"))
+            .timeout(self.write_budget)
+            .json(command);
+        if let Some(key) = self.api_key.value() {
+            request = request.header(crate::auth::API_KEY_HEADER, key);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Ok(response.json().await?));
+        }
+        let body: crate::api::model::ApiError = response.json().await?;
+        if body.code == "not_leader" {
+            anyhow::bail!("{}", body.error);
+        }
+        Ok(Err(AppError { status, body }))
+    }
+}

@@ -1,0 +1,201 @@
+//! The coordinator's HTTP routes: health, Raft metrics and RPCs, event log, cluster API.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Deserialize;
+
+use super::error::{ApiJson, ApiQuery};
+use super::{role_of, AppError, Coordinator, PATH_FORWARD};
+use crate::api::model::{Connector, ConnectorList, EventsPage, Health, RaftMetrics, WorkerCounts};
+use crate::auth::ApiKey;
+use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::{Command, CommandResult, TypeConfig};
+
+/// Largest API request body. Pipeline groups are a few KiB; anything near this is a mistake.
+const API_BODY_LIMIT: usize = 1 << 20;
+/// Largest Raft RPC body: a batch of entries or a snapshot chunk (openraft's default chunk is 3 MiB).
+const RAFT_BODY_LIMIT: usize = 64 << 20;
+
+type Shared = Arc<Coordinator>;
+
+pub fn router(coordinator: Shared) -> Router {
+    let raft_rpc = Router::new()
+        .route(PATH_APPEND, post(raft_append))
+        .route(PATH_VOTE, post(raft_vote))
+        .route(PATH_SNAPSHOT, post(raft_snapshot))
+        .route(PATH_FORWARD, post(raft_forward))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(
+            coordinator.clone(),
+            require_key,
+        ));
+    let mutating = Router::new()
+        .route("/api/v1/cluster/connectors", post(put_connector))
+        .route_layer(middleware::from_fn_with_state(
+            coordinator.clone(),
+            require_key,
+        ));
+    let reads = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/raft/metrics", get(raft_metrics))
+        .route("/api/v1/cluster/events", get(events))
+        .route("/api/v1/cluster/connectors", get(list_connectors));
+    Router::new()
+        .merge(reads)
+        .merge(mutating.layer(DefaultBodyLimit::max(API_BODY_LIMIT)))
+        .merge(raft_rpc)
+        .fallback(not_found)
+        .with_state(coordinator)
+}
+
+async fn require_key(State(c): State<Shared>, request: Request, next: Next) -> Response {
+    if c.api_key.allows(ApiKey::presented(request.headers())) {
+        next.run(request).await
+    } else {
+        AppError::unauthorized().into_response()
+    }
+}
+
+async fn not_found() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn health(State(c): State<Shared>) -> Json<Health> {
+    let m = c.raft.metrics().borrow().clone();
+    let connectors = c.state.read(|a| a.state.connectors.len() as u64);
+    let workers = WorkerCounts::default();
+    let status = if m.current_leader.is_none() {
+        "critical"
+    } else if workers.total == 0 {
+        "no_workers"
+    } else if workers.unhealthy > 0 {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    Json(Health {
+        status: status.into(),
+        role: "coordinator".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        node_id: c.node_id,
+        raft_state: role_of(m.state),
+        current_term: m.current_term,
+        current_leader: m.current_leader,
+        workers,
+        ws_connections: 0,
+        pipeline_groups: 0,
+        active_migrations: 0,
+        connectors,
+    })
+}
+
+async fn ready(State(c): State<Shared>) -> Result<Json<serde_json::Value>, AppError> {
+    match c.raft.metrics().borrow().current_leader {
+        Some(leader) => Ok(Json(serde_json::json!({"ready": true, "leader": leader}))),
+        None => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "this coordinator knows no Raft leader",
+        )),
+    }
+}
+
+async fn raft_metrics(State(c): State<Shared>) -> Json<RaftMetrics> {
+    let m = c.raft.metrics().borrow().clone();
+    Json(RaftMetrics {
+        id: m.id,
+        state: role_of(m.state),
+        current_term: m.current_term,
+        current_leader: m.current_leader,
+        last_applied: m.last_applied.map(|l| l.index),
+        last_log_index: m.last_log_index,
+        commit_index: c.commit_index.get(),
+        membership: m.membership_config.membership().voter_ids().collect(),
+    })
+}
+
+async fn raft_append(
+    State(c): State<Shared>,
+    ApiJson(rpc): ApiJson<AppendEntriesRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(c.raft.append_entries(rpc).await)
+}
+
+async fn raft_vote(
+    State(c): State<Shared>,
+    ApiJson(rpc): ApiJson<VoteRequest<u64>>,
+) -> impl IntoResponse {
+    Json(c.raft.vote(rpc).await)
+}
+
+async fn raft_snapshot(
+    State(c): State<Shared>,
+    ApiJson(rpc): ApiJson<InstallSnapshotRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(c.raft.install_snapshot(rpc).await)
+}
+
+async fn raft_forward(
+    State(c): State<Shared>,
+    ApiJson(command): ApiJson<Command>,
+) -> Result<Json<CommandResult>, AppError> {
+    c.write_local(command).await.map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinceQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn events(State(c): State<Shared>, ApiQuery(q): ApiQuery<SinceQuery>) -> Json<EventsPage> {
+    Json(c.events.since(q.since))
+}
+
+async fn put_connector(
+    State(c): State<Shared>,
+    ApiJson(connector): ApiJson<Connector>,
+) -> Result<(StatusCode, Json<Connector>), AppError> {
+    if connector.name.trim().is_empty() {
+        return Err(AppError::bad_request("invalid_connector", "name is empty"));
+    }
+    if connector.connector_type != "mqtt" {
+        return Err(AppError::bad_request(
+            "unsupported_connector_type",
+            format!(
+                "connector_type '{}' is not supported (supported: mqtt)",
+                connector.connector_type
+            ),
+        ));
+    }
+    let result = c
+        .write(Command::PutConnector {
+            connector: connector.clone(),
+        })
+        .await?;
+    let status = if result.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(connector)))
+}
+
+async fn list_connectors(State(c): State<Shared>) -> Json<ConnectorList> {
+    let connectors: Vec<Connector> = c
+        .state
+        .read(|a| a.state.connectors.values().cloned().collect());
+    Json(ConnectorList {
+        total: connectors.len() as u64,
+        connectors,
+    })
+}
