@@ -8,4 +8,5 @@ pub mod api;
 pub mod auth;
 pub mod coordinator;
 pub mod events;
+pub mod pipeline;
 pub mod raft;

@@ -60,16 +60,13 @@ impl LogStore {
         CommitIndex(self.commit_index.clone())
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let read = || -> anyhow::Result<Option<T>> {
-            let tx = self.db.begin_read()?;
-            let table = tx.open_table(META)?;
-            Ok(match table.get(key)? {
-                Some(v) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            })
-        };
-        read().map_err(|e| StorageIOError::read(&AnyErr(e)).into())
+    fn read_meta<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(match table.get(key)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
@@ -126,7 +123,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StoreError> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(KEY_LAST_PURGED)?;
+        let last_purged_log_id: Option<LogId<NodeId>> = self
+            .read_meta(KEY_LAST_PURGED)
+            .map_err(|e| StorageIOError::read_logs(&AnyErr(e)))?;
         let read_last = || -> anyhow::Result<Option<LogId<NodeId>>> {
             let tx = self.db.begin_read()?;
             let table = tx.open_table(LOG)?;
@@ -157,6 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StoreError> {
         self.read_meta(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(&AnyErr(e)).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StoreError> {
@@ -167,7 +167,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StoreError> {
-        let committed: Option<Option<LogId<NodeId>>> = self.read_meta(KEY_COMMITTED)?;
+        let committed: Option<Option<LogId<NodeId>>> = self
+            .read_meta(KEY_COMMITTED)
+            .map_err(|e| StorageIOError::read(&AnyErr(e)))?;
         let committed = committed.flatten();
         *self.commit_index.lock().unwrap_or_else(|p| p.into_inner()) = committed.map(|c| c.index);
         Ok(committed)

@@ -1,0 +1,3 @@
+//! Pipelines: the VPL subset, its evaluator, and what the cluster runs per event.
+
+pub mod vpl;

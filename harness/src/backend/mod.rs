@@ -1,0 +1,98 @@
+//! Backends: where the cluster's nodes run and how faults reach them. The trait is small and
+//! declares its capabilities, so a phase asking for a fault a backend cannot inject is refused
+//! before anything starts.
+
+pub mod process;
+
+use std::fmt;
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::step::Fault;
+
+/// A node of the reference cluster, named as in the seed (`coordinator-1`, `worker-3`, `broker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeName {
+    Coordinator(u32),
+    Worker(u32),
+    Broker,
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeName::Coordinator(n) => write!(f, "coordinator-{n}"),
+            NodeName::Worker(n) => write!(f, "worker-{n}"),
+            NodeName::Broker => f.write_str("broker"),
+        }
+    }
+}
+
+/// Raft timings handed to every coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftTimings {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl RaftTimings {
+    /// The seed suite's configuration: heartbeat 500 ms, election timeout 1500–3000 ms.
+    pub const SEED: RaftTimings = RaftTimings {
+        heartbeat_ms: 500,
+        election_min_ms: 1500,
+        election_max_ms: 3000,
+    };
+}
+
+/// The cluster a backend stands up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub coordinators: u32,
+    pub raft: RaftTimings,
+    /// Shared API key for mutating routes and Raft RPCs (never written to reports).
+    #[serde(skip)]
+    pub api_key: Option<String>,
+}
+
+/// What a node is doing, as far as the backend knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    NotStarted,
+    Running,
+    Paused,
+    /// Exited (killed, stopped, crashed).
+    Down,
+}
+
+/// Wall-clock microseconds since the Unix epoch: the time base of marks and server events.
+pub type WallUs = u64;
+
+pub fn now_us() -> WallUs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Where nodes run. Fault methods return the wall-clock moment the fault was delivered.
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+    /// Faults this backend can inject.
+    fn faults(&self) -> Vec<Fault>;
+    fn spec(&self) -> &ClusterSpec;
+    /// Every node of the topology.
+    fn nodes(&self) -> Vec<NodeName>;
+    /// Base URL at which the harness reaches the node's HTTP API.
+    fn endpoint(&self, node: NodeName) -> String;
+    fn state(&self, node: NodeName) -> NodeState;
+    /// Start the node (again), with the same arguments and data directory.
+    fn start(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    fn kill(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    fn stop(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    fn pause(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    fn resume(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    /// Kill every node and release everything the backend created; logs stay in the run dir.
+    fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

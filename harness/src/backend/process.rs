@@ -1,0 +1,333 @@
+//! The process backend: each node is an OS process of the `cluster` binary on 127.0.0.1 with
+//! free ports, its own log file and data dir under the run dir. Faults are real signals
+//! (SIGKILL, SIGTERM, SIGSTOP/SIGCONT). Children die with the harness: each gets
+//! PR_SET_PDEATHSIG=SIGKILL, and the backend kills them on drop (Ctrl-C, panic, error).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
+use crate::step::Fault;
+
+/// How long a SIGTERMed node may take to exit before it is SIGKILLed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Poll interval while waiting for a signalled process to exit.
+const REAP_POLL: Duration = Duration::from_millis(5);
+
+#[derive(Debug)]
+pub struct ProcessBackend {
+    bin: PathBuf,
+    run_dir: PathBuf,
+    spec: ClusterSpec,
+    ports: BTreeMap<NodeName, u16>,
+    children: BTreeMap<NodeName, Child>,
+    paused: BTreeMap<NodeName, bool>,
+    starts: BTreeMap<NodeName, u32>,
+}
+
+impl ProcessBackend {
+    /// Choose a free loopback port for every node; nothing starts yet.
+    pub fn new(bin: PathBuf, run_dir: &Path, spec: ClusterSpec) -> anyhow::Result<Self> {
+        let mut ports = BTreeMap::new();
+        // Hold every listener until all ports are chosen, so no two nodes get the same one.
+        let mut held = Vec::new();
+        for n in 1..=spec.coordinators {
+            let listener = TcpListener::bind("127.0.0.1:0").context("choose a free port")?;
+            ports.insert(NodeName::Coordinator(n), listener.local_addr()?.port());
+            held.push(listener);
+        }
+        drop(held);
+        std::fs::create_dir_all(run_dir.join("logs"))?;
+        Ok(ProcessBackend {
+            bin,
+            run_dir: run_dir.to_path_buf(),
+            spec,
+            ports,
+            children: BTreeMap::new(),
+            paused: BTreeMap::new(),
+            starts: BTreeMap::new(),
+        })
+    }
+
+    fn args(&self, node: NodeName) -> anyhow::Result<Vec<String>> {
+        match node {
+            NodeName::Coordinator(id) => {
+                let peers: Vec<String> = (1..=self.spec.coordinators)
+                    .map(|n| format!("{n}={}", self.endpoint(NodeName::Coordinator(n))))
+                    .collect();
+                let raft = self.spec.raft;
+                Ok(vec![
+                    "coordinator".into(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{}", self.ports[&node]),
+                    "--peers".into(),
+                    peers.join(","),
+                    "--data-dir".into(),
+                    self.run_dir
+                        .join("data")
+                        .join(node.to_string())
+                        .display()
+                        .to_string(),
+                    "--heartbeat-ms".into(),
+                    raft.heartbeat_ms.to_string(),
+                    "--election-min-ms".into(),
+                    raft.election_min_ms.to_string(),
+                    "--election-max-ms".into(),
+                    raft.election_max_ms.to_string(),
+                ])
+            }
+            other => bail!("the process backend cannot run {other} yet"),
+        }
+    }
+
+    fn log_file(&self, node: NodeName) -> anyhow::Result<File> {
+        let path = self.run_dir.join("logs").join(format!("{node}.log"));
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))
+    }
+
+    fn pid(&self, node: NodeName) -> anyhow::Result<Pid> {
+        match self.children.get(&node) {
+            Some(child) => Ok(Pid::from_raw(child.id() as i32)),
+            None => bail!("{node} is not running"),
+        }
+    }
+
+    fn signal(&mut self, node: NodeName, signal: Signal) -> anyhow::Result<WallUs> {
+        let pid = self.pid(node)?;
+        kill(pid, signal).with_context(|| format!("send {signal} to {node}"))?;
+        Ok(now_us())
+    }
+
+    /// Wait for `node` to exit, at most `limit`; true when it did.
+    fn reap(&mut self, node: NodeName, limit: Duration) -> anyhow::Result<bool> {
+        let started = std::time::Instant::now();
+        let Some(child) = self.children.get_mut(&node) else {
+            return Ok(true);
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                tracing::debug!(%node, %status, "node exited");
+                self.children.remove(&node);
+                self.paused.remove(&node);
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            std::thread::sleep(REAP_POLL);
+        }
+    }
+
+    fn kill_now(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let at = self.signal(node, Signal::SIGKILL)?;
+        // SIGKILL cannot be caught; the kernel reaps within milliseconds.
+        if !self.reap(node, STOP_GRACE)? {
+            bail!("{node} did not exit within {STOP_GRACE:?} of SIGKILL");
+        }
+        Ok(at)
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn faults(&self) -> Vec<Fault> {
+        vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart]
+    }
+
+    fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    fn nodes(&self) -> Vec<NodeName> {
+        self.ports.keys().copied().collect()
+    }
+
+    fn endpoint(&self, node: NodeName) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.ports.get(&node).copied().unwrap_or(0)
+        )
+    }
+
+    fn state(&self, node: NodeName) -> NodeState {
+        if self.children.contains_key(&node) {
+            if self.paused.get(&node).copied().unwrap_or(false) {
+                NodeState::Paused
+            } else {
+                NodeState::Running
+            }
+        } else if self.starts.contains_key(&node) {
+            NodeState::Down
+        } else {
+            NodeState::NotStarted
+        }
+    }
+
+    async fn start(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        if self.children.contains_key(&node) {
+            bail!("{node} is already running");
+        }
+        let args = self.args(node)?;
+        let count = self.starts.entry(node).or_insert(0);
+        *count += 1;
+        let count = *count;
+        let mut log = self.log_file(node)?;
+        writeln!(
+            log,
+            "==== harness: start #{count} of {node} at {} µs: {} {}",
+            now_us(),
+            self.bin.display(),
+            args.join(" ")
+        )?;
+        let mut command = Command::new(&self.bin);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: a terminal Ctrl-C reaches the harness, which then stops nodes
+            // in order and keeps their logs, instead of every node dying mid-write.
+            .process_group(0)
+            .env(
+                "RUST_LOG",
+                std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            );
+        if let Some(key) = &self.spec.api_key {
+            command.env("CLUSTER_API_KEY", key);
+        }
+        #[allow(unsafe_code)]
+        // pre_exec is unsafe; the closure only makes one async-signal-safe syscall.
+        unsafe {
+            command.pre_exec(|| {
+                // If the harness dies (even by SIGKILL), the kernel kills this node.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawn {} for {node}", self.bin.display()))?;
+        let at = now_us();
+        self.children.insert(node, child);
+        self.paused.insert(node, false);
+        Ok(at)
+    }
+
+    async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        self.kill_now(node)
+    }
+
+    async fn stop(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let at = self.signal(node, Signal::SIGTERM)?;
+        if self.paused.get(&node).copied().unwrap_or(false) {
+            // A stopped process only acts on SIGTERM once continued.
+            self.signal(node, Signal::SIGCONT)?;
+        }
+        if !self.reap(node, STOP_GRACE)? {
+            tracing::warn!(%node, "did not stop within {STOP_GRACE:?} of SIGTERM; sending SIGKILL");
+            self.kill_now(node)?;
+        }
+        Ok(at)
+    }
+
+    async fn pause(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let at = self.signal(node, Signal::SIGSTOP)?;
+        self.paused.insert(node, true);
+        Ok(at)
+    }
+
+    async fn resume(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let at = self.signal(node, Signal::SIGCONT)?;
+        self.paused.insert(node, false);
+        Ok(at)
+    }
+
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        let nodes: Vec<NodeName> = self.children.keys().copied().collect();
+        for node in nodes {
+            self.kill_now(node)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        for (node, child) in &mut self.children {
+            // Best effort: the process may already be gone.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            tracing::debug!(%node, "killed on drop");
+        }
+    }
+}
+
+/// Find the `cluster` binary, building it first when the harness runs under `cargo run`.
+///
+/// Order: `explicit` (flag or `HARNESS_CLUSTER_BIN`); else, under cargo (`CARGO` is set),
+/// `cargo build -p cluster` with the harness's own profile, so a fresh clone needs nothing but
+/// `cargo run -p harness`; else the `cluster` file next to the harness executable.
+pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("cluster binary {} does not exist", path.display());
+    }
+    let exe = std::env::current_exe().context("locate the harness executable")?;
+    let dir = exe
+        .parent()
+        .context("the harness executable has no directory")?;
+    // target/<profile>/harness, or target/<profile>/deps/<test> for test binaries.
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let candidate = profile_dir.join("cluster");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "cluster", "--bin", "cluster"]);
+        if release {
+            build.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target_dir);
+        }
+        eprintln!(
+            "harness: building the cluster binary (cargo build -p cluster{})",
+            if release { " --release" } else { "" }
+        );
+        let status = build.status().context("run cargo build -p cluster")?;
+        if !status.success() {
+            bail!("cargo build -p cluster failed ({status})");
+        }
+    }
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        bail!(
+            "no cluster binary at {}; build it with `cargo build -p cluster` or pass --cluster-bin",
+            candidate.display()
+        )
+    }
+}

@@ -1,0 +1,343 @@
+//! Command line: `harness --phases ...` runs phases; `harness report DIR` rebuilds a report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::backend::process::{locate_cluster_bin, ProcessBackend};
+use crate::backend::{Backend, ClusterSpec, RaftTimings};
+use crate::exit;
+use crate::phase::{self, Capabilities};
+use crate::probe::PROBE_TIMEOUT;
+use crate::record::{RunData, RunSettings, Status};
+use crate::report;
+use crate::runner::{Runner, RunnerOptions, POLL_INTERVAL};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Chaos and benchmark harness for the reference Raft cluster"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rebuild results.md, CSVs and summary.json of a run directory from its run.json.
+    Report { dir: PathBuf },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Phases to run: all | 3 | 3,5 | a file's name without its number (coordinator-failover).
+    #[arg(long, default_value = "all")]
+    pub phases: String,
+    /// Run each selected phase N times (prerequisites such as setup run once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: u32,
+    /// Where nodes run. auto: Docker when an engine answers, else processes.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+    /// Seed for every random choice; printed so a run can be replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Reports directory (the run writes <out>/runs/<run-id>/ and refreshes <out>/latest/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Directory of phase files.
+    #[arg(long)]
+    pub phases_dir: Option<PathBuf>,
+    /// The `cluster` binary (default: built by cargo, or next to the harness).
+    #[arg(long, env = "HARNESS_CLUSTER_BIN")]
+    pub cluster_bin: Option<PathBuf>,
+    #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
+    pub heartbeat_ms: u64,
+    #[arg(long, default_value_t = RaftTimings::SEED.election_min_ms)]
+    pub election_min_ms: u64,
+    #[arg(long, default_value_t = RaftTimings::SEED.election_max_ms)]
+    pub election_max_ms: u64,
+    /// Output format of the final summary on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Auto,
+    Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Some(Command::Report { dir }) = cli.command {
+        return match report::regenerate(&dir) {
+            Ok(data) => {
+                print!("{}", report::results_block(&data));
+                println!("reports rebuilt in {}", dir.display());
+                ExitCode::from(exit::PASS)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit::HARNESS_ERROR)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::from(exit::HARNESS_ERROR);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli.run)))
+}
+
+/// Workspace root: the current directory when it has `phases/`, else the source tree's.
+fn project_root() -> PathBuf {
+    if Path::new("phases").is_dir() {
+        PathBuf::from(".")
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+}
+
+/// Run phases and write the reports; returns the exit code.
+pub async fn run(args: RunArgs) -> u8 {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let root = project_root();
+    let phases_dir = args
+        .phases_dir
+        .clone()
+        .unwrap_or_else(|| root.join("phases"));
+    let out = args.out.clone().unwrap_or_else(|| root.join("reports"));
+    let raft = RaftTimings {
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: args.election_min_ms,
+        election_max_ms: args.election_max_ms,
+    };
+    if !(0 < raft.heartbeat_ms
+        && raft.heartbeat_ms < raft.election_min_ms
+        && raft.election_min_ms < raft.election_max_ms)
+    {
+        eprintln!("error: Raft timings must satisfy 0 < --heartbeat-ms < --election-min-ms < --election-max-ms");
+        return exit::INVALID_INPUT;
+    }
+    let backend_name = match args.backend {
+        // The Docker backend is not built yet; auto means processes for now.
+        BackendKind::Auto | BackendKind::Process => "process",
+    };
+    let spec = ClusterSpec {
+        coordinators: 3,
+        raft,
+        api_key: Some(format!("harness-{seed:x}")),
+    };
+    let caps = Capabilities {
+        backend: backend_name,
+        coordinators: spec.coordinators,
+        workers: 0,
+        broker: false,
+        faults: vec![
+            crate::step::Fault::Kill,
+            crate::step::Fault::Stop,
+            crate::step::Fault::Pause,
+            crate::step::Fault::Restart,
+        ],
+    };
+    // Everything about the input is checked before any node starts.
+    let phases = match phase::load_dir(&phases_dir, &caps) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} phase file error(s); nothing was started", errors.len());
+            return exit::INVALID_INPUT;
+        }
+    };
+    let plan = match phase::plan(&phases, &args.phases, args.repeat) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --phases {}: {e}", args.phases);
+            return exit::INVALID_INPUT;
+        }
+    };
+    match execute(&args, seed, &out, spec, &phases, &plan).await {
+        Ok((data, dir)) => finish(&args, &data, &dir, &out),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::HARNESS_ERROR
+        }
+    }
+}
+
+fn reproduce_command(args: &RunArgs, seed: u64) -> String {
+    let mut cmd = format!(
+        "cargo run -p harness -- --phases {} --repeat {} --backend process --seed {seed}",
+        args.phases, args.repeat
+    );
+    let raft = (
+        args.heartbeat_ms,
+        args.election_min_ms,
+        args.election_max_ms,
+    );
+    let seed_raft = (
+        RaftTimings::SEED.heartbeat_ms,
+        RaftTimings::SEED.election_min_ms,
+        RaftTimings::SEED.election_max_ms,
+    );
+    if raft != seed_raft {
+        cmd += &format!(
+            " --heartbeat-ms {} --election-min-ms {} --election-max-ms {}",
+            raft.0, raft.1, raft.2
+        );
+    }
+    cmd
+}
+
+async fn execute(
+    args: &RunArgs,
+    seed: u64,
+    out: &Path,
+    spec: ClusterSpec,
+    phases: &[phase::Phase],
+    plan: &[phase::Planned],
+) -> anyhow::Result<(RunData, PathBuf)> {
+    let bin = locate_cluster_bin(args.cluster_bin.clone())?;
+    let now = jiff::Zoned::now();
+    let run_id = format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), seed & 0xffff);
+    let dir = out.join("runs").join(&run_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let command = reproduce_command(args, seed);
+    eprintln!("harness: run {run_id}, seed {seed}; reproduce with: {command}");
+    let raft = spec.raft;
+    let backend = ProcessBackend::new(bin, &dir, spec)?;
+    let mut data = RunData {
+        run_id,
+        backend: backend.name().into(),
+        seed,
+        started_at: now.timestamp().to_string(),
+        command,
+        config: RunSettings {
+            coordinators: backend.spec().coordinators,
+            workers: 0,
+            raft,
+            poll_interval_ms: POLL_INTERVAL.as_millis() as u64,
+            probe_timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+            cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            harness_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        trials: vec![],
+        interrupted: false,
+    };
+    let mut runner = Runner::new(backend, RunnerOptions::for_raft(seed, raft.election_max_ms))?;
+    let json = args.format == Format::Json;
+    // Trials land here as they finish, so a Ctrl-C still reports what completed.
+    let finished = std::cell::RefCell::new(Vec::new());
+    let interrupted = {
+        let run = runner.run_plan(phases, plan, |t| {
+            if !json {
+                eprintln!(
+                    "harness: phase {} {} [{}/{}]: {} ({:.1}s) {}",
+                    t.id,
+                    t.name,
+                    t.trial,
+                    t.trials,
+                    t.status,
+                    t.duration_us as f64 / 1e6,
+                    t.details
+                );
+                if let Some(e) = &t.error {
+                    eprintln!("  error: {e}");
+                }
+            }
+            finished.borrow_mut().push(t.clone());
+        });
+        tokio::select! {
+            _ = run => false,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("harness: interrupted; stopping nodes and writing the partial report");
+                true
+            }
+        }
+    };
+    let trials = finished.into_inner();
+    if let Err(e) = runner.shutdown().await {
+        tracing::warn!("shutdown: {e:#}");
+    }
+    data.trials = trials;
+    data.interrupted = interrupted;
+    report::save_run(&dir, &data)?;
+    Ok((data, dir))
+}
+
+fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
+    let latest = out.join("latest");
+    if let Err(e) = mirror(dir, &latest) {
+        eprintln!("warning: could not refresh {}: {e:#}", latest.display());
+    }
+    match args.format {
+        Format::Text => {
+            print!("{}", report::results_block(data));
+            println!("report: {}", dir.join("results.md").display());
+        }
+        Format::Json => match serde_json::to_string_pretty(&report::summary(data)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        },
+    }
+    if data.interrupted {
+        exit::INTERRUPTED
+    } else if data.trials.iter().all(|t| t.status == Status::Pass) {
+        exit::PASS
+    } else {
+        exit::PHASE_FAILED
+    }
+}
+
+/// Copy the run directory's report files (not node data) to `latest`.
+fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
+    if latest.exists() {
+        std::fs::remove_dir_all(latest)?;
+    }
+    copy_tree(dir, latest, &|p: &Path| !p.ends_with("data"))
+}
+
+fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        if !keep(&path) {
+            continue;
+        }
+        let target = to.join(path.file_name().context("file name")?);
+        if path.is_dir() {
+            copy_tree(&path, &target, keep)?;
+        } else {
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
+}

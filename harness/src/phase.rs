@@ -1,0 +1,580 @@
+//! Phase files: loading `phases/*.toml`, validating every step against the topology and the
+//! backend before any node starts, and choosing which phases a `--phases` selection runs.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::step::{is_name, Fault, Step, Target};
+
+/// A validated phase.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// `"5"` for numbered phases, else the slug.
+    pub id: String,
+    pub number: Option<u32>,
+    /// File stem without the number: `coordinator-failover`.
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    /// Phases (id or slug) that must have run once before this one.
+    pub requires: Vec<String>,
+    /// Detail-line template: `{binding}` → node number, `{timing_ms}` → seconds.
+    pub detail: String,
+    pub steps: Vec<Step>,
+    /// `file:line` of each step, for run-time errors.
+    pub step_locations: Vec<String>,
+    pub path: PathBuf,
+}
+
+/// A phase file the harness refuses, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PhaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for PhaseError {}
+
+/// What the run can offer: checked against every step before anything starts.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    pub backend: &'static str,
+    pub coordinators: u32,
+    pub workers: u32,
+    pub broker: bool,
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseFile {
+    id: Option<u32>,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    detail: String,
+    #[serde(rename = "step", default)]
+    steps: Vec<toml::Spanned<Step>>,
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Parse and validate one phase file's text.
+pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, PhaseError> {
+    let err_at = |offset: usize, message: String| {
+        let (line, column) = line_col(text, offset);
+        PhaseError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let file: PhaseFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        err_at(offset, e.message().trim().to_string())
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let slug = match stem.split_once('-') {
+        Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest.to_string(),
+        _ => stem.clone(),
+    };
+    let mut bound: HashSet<String> = HashSet::new();
+    let mut marks: HashSet<String> = HashSet::new();
+    let mut timings: HashSet<String> = HashSet::new();
+    let mut steps = Vec::new();
+    let mut step_locations = Vec::new();
+    for spanned in file.steps {
+        let offset = spanned.span().start;
+        let step = spanned.into_inner();
+        let fail = |message: String| err_at(offset, format!("step `{}`: {message}", step.action()));
+        if let Some(fault) = step.fault() {
+            if !caps.faults.contains(&fault) {
+                return Err(fail(format!(
+                    "the {} backend cannot {fault} a node",
+                    caps.backend
+                )));
+            }
+        }
+        for target in step.targets() {
+            check_target(target, caps, &bound).map_err(&fail)?;
+        }
+        if let Step::Measure(m) = &step {
+            if !is_name(&m.name) || !m.name.ends_with("_ms") {
+                return Err(fail(format!(
+                    "timing name '{}' must be a name ending in _ms",
+                    m.name
+                )));
+            }
+            for mark in [&m.from, &m.to] {
+                if !marks.contains(mark) {
+                    return Err(fail(format!(
+                        "mark '{mark}' is not recorded by an earlier step (known: {})",
+                        sorted(&marks)
+                    )));
+                }
+            }
+            timings.insert(m.name.clone());
+        }
+        if let Some(name) = step.binds() {
+            if !is_name(name) || !bound.insert(name.to_string()) {
+                return Err(fail(format!(
+                    "cannot bind '{name}': not a name or already bound"
+                )));
+            }
+        }
+        if let Some(mark) = step.marks() {
+            if !is_name(mark) || !marks.insert(mark.to_string()) {
+                return Err(fail(format!(
+                    "cannot mark '{mark}': not a name or already used"
+                )));
+            }
+        }
+        let (line, _) = line_col(text, offset);
+        step_locations.push(format!("{}:{line}", path.display()));
+        steps.push(step);
+    }
+    if steps.is_empty() {
+        return Err(err_at(0, "a phase needs at least one [[step]]".into()));
+    }
+    for placeholder in placeholders(&file.detail) {
+        if !bound.contains(placeholder) && !timings.contains(placeholder) {
+            let offset = text.find("detail").unwrap_or(0);
+            return Err(err_at(
+                offset,
+                format!(
+                    "detail uses {{{placeholder}}}, which no step binds or measures (known: {})",
+                    sorted(&bound.union(&timings).cloned().collect())
+                ),
+            ));
+        }
+    }
+    Ok(Phase {
+        id: file.id.map_or_else(|| slug.clone(), |n| n.to_string()),
+        number: file.id,
+        slug,
+        name: file.name,
+        description: file.description,
+        requires: file.requires,
+        detail: file.detail,
+        steps,
+        step_locations,
+        path: path.to_path_buf(),
+    })
+}
+
+fn sorted(set: &HashSet<String>) -> String {
+    let s: BTreeSet<&String> = set.iter().collect();
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s.into_iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `{name}` placeholders of a detail template.
+pub fn placeholders(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        out.push(&rest[start + 1..start + len]);
+        rest = &rest[start + len + 1..];
+    }
+    out
+}
+
+fn check_target(
+    target: &Target,
+    caps: &Capabilities,
+    bound: &HashSet<String>,
+) -> Result<(), String> {
+    match target {
+        Target::Coordinator(n) if *n > caps.coordinators => Err(format!(
+            "unknown target '{target}': the cluster has {} coordinators",
+            caps.coordinators
+        )),
+        Target::Worker(n) if *n > caps.workers => Err(format!(
+            "unknown target '{target}': the cluster has {} workers",
+            caps.workers
+        )),
+        Target::WorkerHosting(_) | Target::HomeOf(_) if caps.workers == 0 => Err(format!(
+            "target '{target}' needs workers, and this cluster has none"
+        )),
+        Target::Broker if !caps.broker => Err(format!(
+            "unknown target '{target}': this cluster has no broker"
+        )),
+        Target::Bound(name) if !bound.contains(name) => Err(format!(
+            "target '{target}' is not bound by an earlier step (bound: {})",
+            sorted(bound)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Load and validate every `*.toml` in `dir`, sorted by file name. All errors are returned.
+pub fn load_dir(dir: &Path, caps: &Capabilities) -> Result<Vec<Phase>, Vec<PhaseError>> {
+    let read_err = |message: String| {
+        vec![PhaseError {
+            path: dir.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        }]
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| read_err(format!("cannot read: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut phases = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse(&path, &text, caps) {
+                Ok(p) => phases.push(p),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.extend(read_err(format!("{}: {e}", path.display()))),
+        }
+    }
+    let mut ids = HashSet::new();
+    for p in &phases {
+        if !ids.insert(p.id.clone()) {
+            errors.push(PhaseError {
+                path: p.path.clone(),
+                line: 1,
+                column: 1,
+                message: format!("phase id '{}' is used by another file too", p.id),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(phases)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One entry of a run plan: a phase and how many trials it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub phase: usize,
+    pub trials: u32,
+}
+
+/// Resolve a `--phases` selection (`all`, `3`, `3,5`, `worker-failover`) into a plan: each
+/// selected phase preceded by its prerequisites, which run once; selected phases run `repeat`
+/// times, except those that are themselves prerequisites of another (setup runs once).
+pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planned>, String> {
+    let find = |token: &str| -> Result<usize, String> {
+        phases
+            .iter()
+            .position(|p| p.id == token || p.slug == token)
+            .ok_or_else(|| {
+                let known: Vec<String> = phases
+                    .iter()
+                    .map(|p| match p.number {
+                        Some(n) => format!("{n} ({})", p.slug),
+                        None => p.slug.clone(),
+                    })
+                    .collect();
+                format!("unknown phase '{token}'; known: all, {}", known.join(", "))
+            })
+    };
+    let mut selected = Vec::new();
+    if selection.trim() == "all" {
+        let mut numbered: Vec<(u32, usize)> = phases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.number.map(|n| (n, i)))
+            .collect();
+        numbered.sort();
+        selected = numbered.into_iter().map(|(_, i)| i).collect();
+    } else {
+        for token in selection
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let i = find(token)?;
+            if !selected.contains(&i) {
+                selected.push(i);
+            }
+        }
+    }
+    if selected.is_empty() {
+        return Err("no phase selected".into());
+    }
+    let mut prerequisites = HashSet::new();
+    for p in phases {
+        for r in &p.requires {
+            prerequisites
+                .insert(find(r).map_err(|e| format!("{}: requires: {e}", p.path.display()))?);
+        }
+    }
+    let mut order = Vec::new();
+    for &i in &selected {
+        add_with_requirements(phases, i, &find, &mut order, &mut Vec::new())?;
+    }
+    Ok(order
+        .into_iter()
+        .map(|i| Planned {
+            phase: i,
+            trials: if selected.contains(&i) && !prerequisites.contains(&i) {
+                repeat
+            } else {
+                1
+            },
+        })
+        .collect())
+}
+
+fn add_with_requirements(
+    phases: &[Phase],
+    i: usize,
+    find: &dyn Fn(&str) -> Result<usize, String>,
+    order: &mut Vec<usize>,
+    stack: &mut Vec<usize>,
+) -> Result<(), String> {
+    if order.contains(&i) {
+        return Ok(());
+    }
+    if stack.contains(&i) {
+        return Err(format!("phase '{}' requires itself (cycle)", phases[i].id));
+    }
+    stack.push(i);
+    for r in &phases[i].requires {
+        add_with_requirements(phases, find(r)?, find, order, stack)?;
+    }
+    stack.pop();
+    order.push(i);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Capabilities {
+        Capabilities {
+            backend: "process",
+            coordinators: 3,
+            workers: 0,
+            broker: false,
+            faults: vec![Fault::Kill, Fault::Stop, Fault::Restart],
+        }
+    }
+
+    fn parse_str(text: &str) -> Result<Phase, PhaseError> {
+        parse(Path::new("phases/99-test.toml"), text, &caps())
+    }
+
+    const GOOD: &str = r#"
+id = 5
+name = "Coordinator Failover (Raft)"
+requires = ["setup"]
+detail = "old leader: node {old}, new leader: node {new}, election: {election_ms}"
+
+[[step]]
+do = "await_leader"
+bind = "old"
+
+[[step]]
+do = "kill"
+target = "@old"
+mark = "killed"
+
+[[step]]
+do = "await_leader"
+exclude = ["@old"]
+bind = "new"
+mark = "elected"
+
+[[step]]
+do = "measure"
+name = "election_ms"
+from = "killed"
+to = "elected"
+"#;
+
+    #[test]
+    fn a_good_phase_parses_with_step_locations() {
+        let p = parse_str(GOOD).unwrap();
+        assert_eq!(p.id, "5");
+        assert_eq!(p.slug, "test");
+        assert_eq!(p.steps.len(), 4);
+        assert_eq!(p.step_locations[1], "phases/99-test.toml:11");
+        assert!(matches!(&p.steps[1], Step::Kill(a) if a.target == Target::Bound("old".into())));
+    }
+
+    /// Each bad input class names the file, the exact line and what is wrong.
+    #[test]
+    fn bad_phase_files_name_file_line_and_cause() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (replace, with, expected "line: message" fragment)
+            (
+                "mark = \"killed\"",
+                "mark = \"killed\"\nsignal = 9",
+                "15:1: unknown field `signal`",
+            ),
+            (
+                "do = \"kill\"",
+                "do = \"kil\"",
+                "12:6: unknown variant `kil`",
+            ),
+            (
+                "target = \"@old\"",
+                "target = \"coordinator-4\"",
+                "11:1: step `kill`: unknown target 'coordinator-4': the cluster has 3 coordinators",
+            ),
+            (
+                "target = \"@old\"",
+                "target = \"worker-1\"",
+                "cluster has 0 workers",
+            ),
+            (
+                "target = \"@old\"",
+                "target = \"leadr\"",
+                "13:10: unknown target 'leadr'",
+            ),
+            (
+                "target = \"@old\"",
+                "target = \"@nobody\"",
+                "not bound by an earlier step (bound: old)",
+            ),
+            (
+                "do = \"kill\"",
+                "do = \"pause\"",
+                "the process backend cannot pause a node",
+            ),
+            (
+                "from = \"killed\"",
+                "from = \"shot\"",
+                "mark 'shot' is not recorded",
+            ),
+            (
+                "election: {election_ms}",
+                "election: {elect_ms}",
+                "detail uses {elect_ms}",
+            ),
+            (
+                "name = \"Coordinator",
+                "nme = \"Coordinator",
+                "3:1: unknown field `nme`",
+            ),
+            ("requires = [\"setup\"]", "requires = [\"setup\"", "TOML"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(GOOD.contains(from), "test case does not apply: {from}");
+            let text = GOOD.replacen(from, to, 1);
+            let err = parse_str(&text).expect_err(expected).to_string();
+            assert!(err.starts_with("phases/99-test.toml:"), "{err}");
+            if *expected != "TOML" {
+                assert!(err.contains(expected), "expected '{expected}' in: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_must_start_with_do() {
+        let text = "name = \"x\"\n\n[[step]]\ntarget = \"leader\"\ndo = \"kill\"\n";
+        let err = parse_str(text).unwrap_err().to_string();
+        assert!(err.contains(":3:1: a step must start with `do"), "{err}");
+    }
+
+    fn phase(id: &str, number: Option<u32>, requires: &[&str]) -> Phase {
+        Phase {
+            id: id.into(),
+            number,
+            slug: format!("slug-{id}"),
+            name: id.into(),
+            description: String::new(),
+            requires: requires.iter().map(|s| s.to_string()).collect(),
+            detail: String::new(),
+            steps: vec![],
+            step_locations: vec![],
+            path: PathBuf::from(format!("{id}.toml")),
+        }
+    }
+
+    #[test]
+    fn plans_run_prerequisites_once_and_repeat_the_rest() {
+        let phases = vec![
+            phase("0", Some(0), &[]),
+            phase("5", Some(5), &["0"]),
+            phase("3", Some(3), &["0"]),
+            phase("restart", None, &["slug-0"]),
+        ];
+        assert_eq!(
+            plan(&phases, "5", 20).unwrap(),
+            vec![
+                Planned {
+                    phase: 0,
+                    trials: 1
+                },
+                Planned {
+                    phase: 1,
+                    trials: 20
+                }
+            ]
+        );
+        assert_eq!(
+            plan(&phases, "all", 2).unwrap(),
+            vec![
+                Planned {
+                    phase: 0,
+                    trials: 1
+                },
+                Planned {
+                    phase: 2,
+                    trials: 2
+                },
+                Planned {
+                    phase: 1,
+                    trials: 2
+                },
+            ]
+        );
+        assert_eq!(plan(&phases, "slug-restart", 1).unwrap().len(), 2);
+        let err = plan(&phases, "9", 1).unwrap_err();
+        assert!(
+            err.contains("unknown phase '9'; known: all, 0 (slug-0)"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! What a run produced, as plain serde data (`run.json`): every trial of every phase, its steps,
+//! marks and timing samples. Reports are a pure function of this.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{RaftTimings, WallUs};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunData {
+    pub run_id: String,
+    pub backend: String,
+    pub seed: u64,
+    /// RFC 3339 wall-clock start.
+    pub started_at: String,
+    /// The command that reproduces this run.
+    pub command: String,
+    pub config: RunSettings,
+    pub trials: Vec<TrialRecord>,
+    /// True when the run was cut short (Ctrl-C or a harness error).
+    pub interrupted: bool,
+}
+
+/// Settings that shape the results; printed in every report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub coordinators: u32,
+    pub workers: u32,
+    pub raft: RaftTimings,
+    pub poll_interval_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub cpu_cores: usize,
+    pub harness_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// One run of one phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// 1-based trial number, of `trials`.
+    pub trial: u32,
+    pub trials: u32,
+    pub status: Status,
+    pub started_us: WallUs,
+    pub duration_us: u64,
+    /// The rendered detail line (`old leader: node 1, new leader: node 2, election: 5.2s`).
+    pub details: String,
+    /// Why the trial failed: the step, its `file:line`, and the cause.
+    pub error: Option<String>,
+    pub steps: Vec<StepRecord>,
+    pub samples: Vec<Sample>,
+    /// `bind` names → node (`old_leader` → `coordinator-1`).
+    pub bindings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub index: usize,
+    pub action: String,
+    pub summary: String,
+    pub location: String,
+    /// Offset from the trial's start.
+    pub offset_us: u64,
+    pub duration_us: u64,
+    pub ok: bool,
+    /// What the step observed or why it failed.
+    pub note: String,
+}
+
+/// One timing sample of a named figure (`election_ms`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub name: String,
+    pub value_us: u64,
+    /// How the endpoints were observed, e.g. "kill signal → earliest leader_changed event".
+    pub how: String,
+}
+
+/// Distribution summary of one figure, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub n: u64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Largest recordable sample: one hour. Anything longer is a hung run, not a measurement.
+const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+/// Three significant figures: 0.1 % relative error, far below the 1 ms timestamp resolution.
+const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// Percentiles of samples given in microseconds, via an HDR histogram.
+pub fn percentiles(values_us: &[u64]) -> Option<Percentiles> {
+    if values_us.is_empty() {
+        return None;
+    }
+    let mut h = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG)
+        .expect("static histogram bounds are valid");
+    for &v in values_us {
+        h.saturating_record(v.max(1));
+    }
+    let min = *values_us.iter().min().unwrap_or(&0);
+    let max = *values_us.iter().max().unwrap_or(&0);
+    // A bucket's representative value can lie just past the exact extremes; clamp to them.
+    let at = |q: f64| h.value_at_quantile(q).clamp(min, max) as f64 / 1000.0;
+    Some(Percentiles {
+        n: h.len(),
+        min: min as f64 / 1000.0,
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: max as f64 / 1000.0,
+    })
+}
+
+impl RunData {
+    /// Samples by figure name, in the order figures first appear.
+    pub fn samples_by_name(&self) -> Vec<(String, Vec<&Sample>)> {
+        let mut out: Vec<(String, Vec<&Sample>)> = Vec::new();
+        for s in self.trials.iter().flat_map(|t| &t.samples) {
+            match out.iter_mut().find(|(n, _)| *n == s.name) {
+                Some((_, v)) => v.push(s),
+                None => out.push((s.name.clone(), vec![s])),
+            }
+        }
+        out
+    }
+
+    pub fn passed(&self) -> usize {
+        self.trials
+            .iter()
+            .filter(|t| t.status == Status::Pass)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_values() {
+        let values: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        let p = percentiles(&values).unwrap();
+        assert_eq!(p.n, 100);
+        assert_eq!(p.min, 1.0);
+        assert_eq!(p.max, 100.0);
+        // HDR buckets at 3 significant figures: exact to 0.1 %.
+        assert!((p.p50 - 50.0).abs() <= 0.05, "{p:?}");
+        assert!((p.p90 - 90.0).abs() <= 0.09, "{p:?}");
+        assert!((p.p99 - 99.0).abs() <= 0.1, "{p:?}");
+        assert_eq!(percentiles(&[]), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! `results.md`: the seed's result block, a results table, percentiles, configuration and how
+//! each figure was measured.
+
+use std::fmt::Write;
+
+use crate::record::{percentiles, RunData};
+
+const TITLE: &str = "E2E Scaling + Raft Coordinator HA Test Results";
+const RULE: &str = "============================================================";
+/// Width of `Phase N: Name ....` before the status, as in the seed.
+const LABEL_WIDTH: usize = 45;
+
+/// The seed-shaped block: one line per trial plus its detail line, then the result count.
+pub fn results_block(data: &RunData) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{RULE}\n=== {TITLE} ===");
+    for t in &data.trials {
+        let mut label = format!("Phase {}: {} ", t.id, t.name);
+        if t.trials > 1 {
+            label = format!("Phase {}: {} [{}/{}] ", t.id, t.name, t.trial, t.trials);
+        }
+        let dots = LABEL_WIDTH.saturating_sub(label.chars().count()).max(3);
+        let _ = writeln!(
+            s,
+            "{label}{} {} ({:.1}s)",
+            ".".repeat(dots),
+            t.status,
+            t.duration_us as f64 / 1e6
+        );
+        if !t.details.is_empty() {
+            let _ = writeln!(s, "{}", t.details);
+        }
+        if let Some(e) = &t.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+    }
+    let _ = writeln!(s, "{RULE}");
+    let _ = writeln!(
+        s,
+        "RESULT: {}/{} phases passed{}",
+        data.passed(),
+        data.trials.len(),
+        if data.interrupted {
+            " (run interrupted)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(s, "{RULE}");
+    s
+}
+
+pub fn results_markdown(data: &RunData) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {TITLE}\n");
+    let _ = writeln!(
+        s,
+        "Run `{}` on the **{}** backend, seed {}, started {}. Reproduce with:\n\n```\n{}\n```\n",
+        data.run_id, data.backend, data.seed, data.started_at, data.command
+    );
+    let _ = writeln!(s, "```\n{}```\n", results_block(data));
+
+    let _ = writeln!(s, "## Results table\n");
+    let _ = writeln!(s, "| Phase | Test | Trial | Result | Duration | Details |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for t in &data.trials {
+        let details = match &t.error {
+            Some(e) => format!("{} — {}", t.details, e),
+            None => t.details.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}/{} | {} | {:.1}s | {} |",
+            t.id,
+            t.name,
+            t.trial,
+            t.trials,
+            t.status,
+            t.duration_us as f64 / 1e6,
+            escape(&details)
+        );
+    }
+    let total_s: f64 = data.trials.iter().map(|t| t.duration_us as f64 / 1e6).sum();
+    let _ = writeln!(s, "\nSum of phase durations: {total_s:.1}s.\n");
+
+    let by_name = data.samples_by_name();
+    if !by_name.is_empty() {
+        let _ = writeln!(s, "## Timings\n");
+        let _ = writeln!(s, "| Figure | n | min | p50 | p90 | p99 | max |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for (name, samples) in &by_name {
+            let values: Vec<u64> = samples.iter().map(|x| x.value_us).collect();
+            if let Some(p) = percentiles(&values) {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                    p.n, p.min, p.p50, p.p90, p.p99, p.max
+                );
+            }
+        }
+        let _ = writeln!(s, "\nPercentiles from an HDR histogram of the samples (µs, 3 significant figures); min and max exact.\n");
+        let _ = writeln!(s, "### How each figure was measured\n");
+        for (name, samples) in &by_name {
+            let mut hows: Vec<&str> = samples.iter().map(|x| x.how.as_str()).collect();
+            hows.sort();
+            hows.dedup();
+            let _ = writeln!(
+                s,
+                "- **{name}**: from the first to the second of: {}.",
+                hows.join("; or ")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nMarks are wall-clock instants on this machine: a fault's mark is taken when the signal or API call returns; \
+             a leader's mark is the earliest `leader_changed` event (ms resolution) in any live coordinator's event log \
+             (`GET /api/v1/cluster/events`), falling back to the first poll that saw it (polls every {} ms, {} ms timeout, all nodes at once).\n",
+            data.config.poll_interval_ms, data.config.probe_timeout_ms
+        );
+    }
+
+    let _ = writeln!(s, "## Phase details\n");
+    for t in &data.trials {
+        let suffix = if t.trials > 1 {
+            format!(" (trial {}/{})", t.trial, t.trials)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "### Phase {}: {}{suffix} — {}\n", t.id, t.name, t.status);
+        if !t.description.is_empty() {
+            let _ = writeln!(s, "{}\n", t.description.trim());
+        }
+        for st in &t.steps {
+            let mark = if st.ok { "ok" } else { "FAILED" };
+            let _ = writeln!(
+                s,
+                "- +{:.3}s `{}` ({:.0} ms, {mark}): {}",
+                st.offset_us as f64 / 1e6,
+                st.summary,
+                st.duration_us as f64 / 1000.0,
+                st.note
+            );
+        }
+        let _ = writeln!(s);
+    }
+
+    let c = &data.config;
+    let _ = writeln!(s, "## Configuration\n");
+    let _ = writeln!(s, "| Parameter | Value |\n|---|---|");
+    let _ = writeln!(s, "| Backend | {} |", data.backend);
+    let _ = writeln!(
+        s,
+        "| Coordinators | {} (quorum {}) |",
+        c.coordinators,
+        c.coordinators / 2 + 1
+    );
+    let _ = writeln!(s, "| Workers | {} |", c.workers);
+    let _ = writeln!(
+        s,
+        "| Raft heartbeat interval | {} ms |",
+        c.raft.heartbeat_ms
+    );
+    let _ = writeln!(
+        s,
+        "| Raft election timeout | {}–{} ms |",
+        c.raft.election_min_ms, c.raft.election_max_ms
+    );
+    let _ = writeln!(s, "| Raft log storage | redb on disk, fsynced |");
+    let _ = writeln!(s, "| Raft transport | HTTP (reqwest) |");
+    let _ = writeln!(s, "| Harness poll interval | {} ms |", c.poll_interval_ms);
+    let _ = writeln!(s, "| Probe timeout | {} ms |", c.probe_timeout_ms);
+    let _ = writeln!(s, "| CPU cores | {} |", c.cpu_cores);
+    let _ = writeln!(s, "| Harness version | {} |", c.harness_version);
+    let _ = writeln!(s, "| Seed | {} |", data.seed);
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RaftTimings;
+    use crate::record::{RunSettings, Sample, Status, TrialRecord};
+
+    #[test]
+    fn block_has_the_seed_shape() {
+        let data = RunData {
+            run_id: "r".into(),
+            backend: "process".into(),
+            seed: 1,
+            started_at: "now".into(),
+            command: "harness".into(),
+            config: RunSettings {
+                coordinators: 3,
+                workers: 0,
+                raft: RaftTimings::SEED,
+                poll_interval_ms: 20,
+                probe_timeout_ms: 250,
+                cpu_cores: 2,
+                harness_version: "0".into(),
+            },
+            trials: vec![TrialRecord {
+                id: "5".into(),
+                name: "Coordinator Failover (Raft)".into(),
+                description: String::new(),
+                trial: 1,
+                trials: 1,
+                status: Status::Pass,
+                started_us: 0,
+                duration_us: 6_100_000,
+                details: "old leader: node 1, new leader: node 2, election: 5.2s".into(),
+                error: None,
+                steps: vec![],
+                samples: vec![Sample {
+                    name: "election_ms".into(),
+                    value_us: 5_200_000,
+                    how: "a → b".into(),
+                }],
+                bindings: Default::default(),
+            }],
+            interrupted: false,
+        };
+        let block = results_block(&data);
+        assert!(block.contains("Phase 5: Coordinator Failover (Raft) ........ PASS (6.1s)\nold leader: node 1, new leader: node 2, election: 5.2s\n"), "{block}");
+        assert!(block.contains("RESULT: 1/1 phases passed"));
+        let md = results_markdown(&data);
+        assert!(md.contains("| election_ms | 1 | 5200.0 ms |"), "{md}");
+    }
+}

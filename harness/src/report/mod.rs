@@ -1,0 +1,192 @@
+//! Reports: a pure function of [`RunData`] (`run.json`), so `harness report DIR` rebuilds them.
+//! Writes `results.md`, `phases.csv`, `steps.csv`, `timings.csv` and `summary.json`.
+
+mod markdown;
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::record::{percentiles, Percentiles, RunData};
+
+pub use markdown::{results_block, results_markdown};
+
+/// Name of the raw data file in a run directory.
+pub const RUN_DATA: &str = "run.json";
+
+/// Write every report file for `data` into `dir`.
+pub fn write_all(dir: &Path, data: &RunData) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write(dir, "results.md", results_markdown(data).as_bytes())?;
+    write(
+        dir,
+        "summary.json",
+        &serde_json::to_vec_pretty(&summary(data))?,
+    )?;
+    write_phases_csv(&dir.join("phases.csv"), data)?;
+    write_steps_csv(&dir.join("steps.csv"), data)?;
+    write_timings_csv(&dir.join("timings.csv"), data)?;
+    Ok(())
+}
+
+/// Save the raw data, then the reports.
+pub fn save_run(dir: &Path, data: &RunData) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write(dir, RUN_DATA, &serde_json::to_vec_pretty(data)?)?;
+    write_all(dir, data)
+}
+
+/// Rebuild the reports of a run directory from its `run.json`.
+pub fn regenerate(dir: &Path) -> anyhow::Result<RunData> {
+    let path = dir.join(RUN_DATA);
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let data: RunData =
+        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+    write_all(dir, &data)?;
+    Ok(data)
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))
+}
+
+/// `summary.json`: the machine-readable contract CI builds on.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub backend: String,
+    pub seed: u64,
+    pub passed: usize,
+    pub total: usize,
+    pub phases: Vec<SummaryPhase>,
+    pub timings: std::collections::BTreeMap<String, Percentiles>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SummaryPhase {
+    pub id: String,
+    pub name: String,
+    pub trial: u32,
+    pub status: String,
+    pub duration_s: f64,
+    pub details: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn summary(data: &RunData) -> Summary {
+    Summary {
+        run_id: data.run_id.clone(),
+        backend: data.backend.clone(),
+        seed: data.seed,
+        passed: data.passed(),
+        total: data.trials.len(),
+        phases: data
+            .trials
+            .iter()
+            .map(|t| SummaryPhase {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                trial: t.trial,
+                status: t.status.to_string(),
+                duration_s: round3(t.duration_us as f64 / 1e6),
+                details: t.details.clone(),
+                error: t.error.clone(),
+            })
+            .collect(),
+        timings: data
+            .samples_by_name()
+            .into_iter()
+            .filter_map(|(name, samples)| {
+                let values: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
+                percentiles(&values).map(|p| (name, p))
+            })
+            .collect(),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn write_phases_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record([
+        "run_id",
+        "phase",
+        "name",
+        "trial",
+        "status",
+        "duration_s",
+        "details",
+        "error",
+    ])?;
+    for t in &data.trials {
+        w.write_record([
+            data.run_id.as_str(),
+            &t.id,
+            &t.name,
+            &t.trial.to_string(),
+            &t.status.to_string(),
+            &format!("{:.3}", t.duration_us as f64 / 1e6),
+            &t.details,
+            t.error.as_deref().unwrap_or(""),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn write_steps_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record([
+        "phase",
+        "trial",
+        "step",
+        "action",
+        "summary",
+        "location",
+        "offset_ms",
+        "duration_ms",
+        "ok",
+        "note",
+    ])?;
+    for t in &data.trials {
+        for s in &t.steps {
+            w.write_record([
+                t.id.as_str(),
+                &t.trial.to_string(),
+                &s.index.to_string(),
+                &s.action,
+                &s.summary,
+                &s.location,
+                &format!("{:.3}", s.offset_us as f64 / 1000.0),
+                &format!("{:.3}", s.duration_us as f64 / 1000.0),
+                &s.ok.to_string(),
+                &s.note,
+            ])?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn write_timings_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["phase", "trial", "name", "value_ms", "how"])?;
+    for t in &data.trials {
+        for s in &t.samples {
+            w.write_record([
+                t.id.as_str(),
+                &t.trial.to_string(),
+                &s.name,
+                &format!("{:.3}", s.value_us as f64 / 1000.0),
+                &s.how,
+            ])?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! `Step`: the closed set of things a phase can do, as plain data parsed from `phases/*.toml`.
+//!
+//! A step is a TOML table whose first key is `do = "<action>"`; the rest are that action's
+//! arguments. Parsing dispatches on the action and deserializes the remaining keys straight from
+//! the TOML document, so every error (unknown action, unknown key, bad target) carries the exact
+//! span of the offending text. Adding a step is one variant here, one arm in `runner.rs`, one
+//! parser test.
+
+use std::fmt;
+
+use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// One typed step of a phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Start every node of the topology that is not running, and wait until each answers.
+    StartCluster(StartArgs),
+    /// Wait until the live coordinators agree on a leader that is not excluded.
+    AwaitLeader(AwaitLeaderArgs),
+    /// SIGKILL (process) / kill (container) a node.
+    Kill(FaultArgs),
+    /// Graceful stop: SIGTERM, then SIGKILL after the stop grace.
+    Stop(FaultArgs),
+    /// Freeze a node (SIGSTOP / container pause); it keeps its sockets open but answers nothing.
+    Pause(FaultArgs),
+    /// Undo `pause`.
+    Resume(FaultArgs),
+    /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
+    Restart(RestartArgs),
+    /// Wait until a coordinator reports the given Raft role (and knows a leader).
+    AwaitRole(AwaitRoleArgs),
+    /// Fail unless the leader bound as `to` differs from `from` and was elected in a higher term.
+    AssertLeaderChanged(LeaderChangedArgs),
+    /// Record the interval between two marks as a named timing sample.
+    Measure(MeasureArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartArgs {
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitLeaderArgs {
+    /// Coordinators that may not be the answer (e.g. the one just killed).
+    #[serde(default)]
+    pub exclude: Vec<Target>,
+    /// Remember the leader under this name (`@name` in later steps).
+    pub bind: Option<String>,
+    /// Record the moment the leader was first reported under this mark name.
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultArgs {
+    pub target: Target,
+    /// Remember the resolved node under this name.
+    pub bind: Option<String>,
+    /// Record the moment the fault was delivered under this mark name.
+    pub mark: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartArgs {
+    pub target: Target,
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitRoleArgs {
+    pub target: Target,
+    pub role: Role,
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderChangedArgs {
+    pub from: Target,
+    pub to: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureArgs {
+    /// Timing name, unit last (`election_ms`).
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Which node a step acts on; resolved at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Target {
+    /// `coordinator-N`
+    Coordinator(u32),
+    /// `worker-N`
+    Worker(u32),
+    /// `broker`
+    Broker,
+    /// `leader`: the coordinator the live coordinators agree leads now.
+    Leader,
+    /// `follower`: a live coordinator that is not the leader (the lowest-numbered one).
+    Follower,
+    /// `worker-hosting:<pipeline>`
+    WorkerHosting(String),
+    /// `home-of:<worker>`: the coordinator holding that worker's link.
+    HomeOf(String),
+    /// `@name`: a node bound by an earlier step of the same phase.
+    Bound(String),
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const HELP: &str = "expected coordinator-N, worker-N, broker, leader, follower, \
+                            worker-hosting:<pipeline>, home-of:<worker> or @name";
+        let named = |prefix: &str| -> Option<Result<String, String>> {
+            s.strip_prefix(prefix).map(|rest| {
+                if is_name(rest) {
+                    Ok(rest.to_string())
+                } else {
+                    Err(format!("unknown target '{s}': '{rest}' is not a name"))
+                }
+            })
+        };
+        if let Some(p) = named("worker-hosting:") {
+            return p.map(Target::WorkerHosting);
+        }
+        if let Some(w) = named("home-of:") {
+            return w.map(Target::HomeOf);
+        }
+        if let Some(b) = named("@") {
+            return b.map(Target::Bound);
+        }
+        let numbered = |prefix: &str| -> Option<Result<u32, String>> {
+            s.strip_prefix(prefix).map(|n| match n.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!(
+                    "unknown target '{s}': '{n}' is not a node number ≥ 1"
+                )),
+            })
+        };
+        if let Some(n) = numbered("coordinator-") {
+            return n.map(Target::Coordinator);
+        }
+        if let Some(n) = numbered("worker-") {
+            return n.map(Target::Worker);
+        }
+        match s {
+            "broker" => Ok(Target::Broker),
+            "leader" => Ok(Target::Leader),
+            "follower" => Ok(Target::Follower),
+            _ => Err(format!("unknown target '{s}': {HELP}")),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Coordinator(n) => write!(f, "coordinator-{n}"),
+            Target::Worker(n) => write!(f, "worker-{n}"),
+            Target::Broker => f.write_str("broker"),
+            Target::Leader => f.write_str("leader"),
+            Target::Follower => f.write_str("follower"),
+            Target::WorkerHosting(p) => write!(f, "worker-hosting:{p}"),
+            Target::HomeOf(w) => write!(f, "home-of:{w}"),
+            Target::Bound(b) => write!(f, "@{b}"),
+        }
+    }
+}
+
+/// Names for bindings, marks and timings: letters, digits, `_` and `-`.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The action names, in the `do = "..."` key.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    StartCluster,
+    AwaitLeader,
+    Kill,
+    Stop,
+    Pause,
+    Resume,
+    Restart,
+    AwaitRole,
+    AssertLeaderChanged,
+    Measure,
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = Step;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a step table starting with do = \"<action>\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Step, A::Error> {
+        match map.next_key::<String>()?.as_deref() {
+            Some("do") => {}
+            Some(other) => {
+                return Err(de::Error::custom(format!(
+                    "a step must start with `do = \"<action>\"`, found `{other}` first"
+                )))
+            }
+            None => return Err(de::Error::custom("empty step: add `do = \"<action>\"`")),
+        }
+        let action: Action = map.next_value()?;
+        let rest = MapAccessDeserializer::new(map);
+        Ok(match action {
+            Action::StartCluster => Step::StartCluster(Deserialize::deserialize(rest)?),
+            Action::AwaitLeader => Step::AwaitLeader(Deserialize::deserialize(rest)?),
+            Action::Kill => Step::Kill(Deserialize::deserialize(rest)?),
+            Action::Stop => Step::Stop(Deserialize::deserialize(rest)?),
+            Action::Pause => Step::Pause(Deserialize::deserialize(rest)?),
+            Action::Resume => Step::Resume(Deserialize::deserialize(rest)?),
+            Action::Restart => Step::Restart(Deserialize::deserialize(rest)?),
+            Action::AwaitRole => Step::AwaitRole(Deserialize::deserialize(rest)?),
+            Action::AssertLeaderChanged => {
+                Step::AssertLeaderChanged(Deserialize::deserialize(rest)?)
+            }
+            Action::Measure => Step::Measure(Deserialize::deserialize(rest)?),
+        })
+    }
+}
+
+impl Step {
+    /// The `do` name of this step.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Step::StartCluster(_) => "start_cluster",
+            Step::AwaitLeader(_) => "await_leader",
+            Step::Kill(_) => "kill",
+            Step::Stop(_) => "stop",
+            Step::Pause(_) => "pause",
+            Step::Resume(_) => "resume",
+            Step::Restart(_) => "restart",
+            Step::AwaitRole(_) => "await_role",
+            Step::AssertLeaderChanged(_) => "assert_leader_changed",
+            Step::Measure(_) => "measure",
+        }
+    }
+
+    /// The fault this step injects, for the backend capability check.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Step::Kill(_) => Some(Fault::Kill),
+            Step::Stop(_) => Some(Fault::Stop),
+            Step::Pause(_) | Step::Resume(_) => Some(Fault::Pause),
+            Step::Restart(_) => Some(Fault::Restart),
+            _ => None,
+        }
+    }
+
+    /// Targets named by this step (for validation).
+    pub fn targets(&self) -> Vec<&Target> {
+        match self {
+            Step::AwaitLeader(a) => a.exclude.iter().collect(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => vec![&a.target],
+            Step::Restart(a) => vec![&a.target],
+            Step::AwaitRole(a) => vec![&a.target],
+            Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
+            Step::StartCluster(_) | Step::Measure(_) => vec![],
+        }
+    }
+
+    /// The name this step binds, if any.
+    pub fn binds(&self) -> Option<&str> {
+        match self {
+            Step::AwaitLeader(a) => a.bind.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.bind.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The mark this step records, if any.
+    pub fn marks(&self) -> Option<&str> {
+        match self {
+            Step::AwaitLeader(a) => a.mark.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.mark.as_deref(),
+            Step::Restart(a) => a.mark.as_deref(),
+            Step::AwaitRole(a) => a.mark.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.action())?;
+        match self {
+            Step::AwaitLeader(a) if !a.exclude.is_empty() => {
+                let names: Vec<String> = a.exclude.iter().map(Target::to_string).collect();
+                write!(f, " (not {})", names.join(", "))
+            }
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => {
+                write!(f, " {}", a.target)
+            }
+            Step::Restart(a) => write!(f, " {}", a.target),
+            Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
+            Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
+            Step::Measure(a) => write!(f, " {} = {} -> {}", a.name, a.from, a.to),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Faults a backend may or may not be able to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    Kill,
+    Stop,
+    Pause,
+    Restart,
+    Partition,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::Kill => "kill",
+            Fault::Stop => "stop",
+            Fault::Pause => "pause",
+            Fault::Restart => "restart",
+            Fault::Partition => "partition",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_print_back() {
+        for s in [
+            "coordinator-2",
+            "worker-4",
+            "broker",
+            "leader",
+            "follower",
+            "worker-hosting:sensor_filter_1",
+            "home-of:worker-3",
+            "@old_leader",
+        ] {
+            let t: Target = s.parse().unwrap();
+            assert_eq!(t.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_targets_say_why() {
+        for (s, why) in [
+            ("coordinator-0", "not a node number"),
+            ("coordinator-x", "not a node number"),
+            ("leaderr", "expected coordinator-N"),
+            ("@", "not a name"),
+            ("worker-hosting:", "not a name"),
+        ] {
+            let err = s.parse::<Target>().unwrap_err();
+            assert!(err.contains(why), "{s}: {err}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The harness binary end to end: real phase files, real coordinator processes (fast Raft
+//! timings), reports on disk, and one exit code per outcome.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The `cluster` binary built by `cargo test --workspace`, next to this test's directory.
+fn cluster_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("cluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the workspace tests (cargo test --workspace) so it is built",
+        bin.display()
+    );
+    bin
+}
+
+fn repo_phases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../phases")
+}
+
+/// Run the harness with fast Raft timings; `CARGO` is removed so it never runs a nested cargo.
+fn harness(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .args(["--out", &out.display().to_string()])
+        .args([
+            "--heartbeat-ms",
+            "50",
+            "--election-min-ms",
+            "150",
+            "--election-max-ms",
+            "300",
+        ])
+        .arg("--cluster-bin")
+        .arg(cluster_bin())
+        .env_remove("CARGO")
+        .output()
+        .expect("run harness")
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Phase 5 three times (setup once): all pass, an election time per trial, reports written.
+#[test]
+fn t10_coordinator_failover_repeats_and_reports() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = harness(
+        &[
+            "--phases",
+            "5",
+            "--repeat",
+            "3",
+            "--seed",
+            "7",
+            "--phases-dir",
+            &repo_phases().display().to_string(),
+        ],
+        out.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("RESULT: 4/4 phases passed"),
+        "{}",
+        show(&output)
+    );
+
+    let latest = out.path().join("latest");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(latest.join("summary.json")).expect("summary.json"))
+            .expect("summary is JSON");
+    assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["backend"], "process");
+    let phases = summary["phases"].as_array().expect("phases");
+    let ids: Vec<&str> = phases
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["0", "5", "5", "5"]);
+    assert!(phases.iter().all(|p| p["status"] == "PASS"));
+    let election = &summary["timings"]["election_ms"];
+    assert_eq!(election["n"], 3);
+    // An election can not beat the minimum election timeout (150 ms), nor exceed the wait bound.
+    let min = election["min"].as_f64().expect("min");
+    let max = election["max"].as_f64().expect("max");
+    assert!((150.0..6200.0).contains(&min) && max >= min, "{election}");
+
+    let timings = std::fs::read_to_string(latest.join("timings.csv")).expect("timings.csv");
+    assert_eq!(timings.lines().count(), 1 + 3, "{timings}");
+    let results = std::fs::read_to_string(latest.join("results.md")).expect("results.md");
+    assert!(results.contains("| election_ms | 3 |"), "{results}");
+    for node in 1..=3 {
+        assert!(latest
+            .join(format!("logs/coordinator-{node}.log"))
+            .is_file());
+    }
+
+    // `harness report DIR` rebuilds the same report from run.json.
+    std::fs::remove_file(latest.join("results.md")).expect("remove");
+    let rebuilt = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["report", &latest.display().to_string()])
+        .output()
+        .expect("harness report");
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", show(&rebuilt));
+    assert_eq!(
+        std::fs::read_to_string(latest.join("results.md")).expect("rebuilt results.md"),
+        results
+    );
+}
+
+fn phases_dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write phase");
+    }
+    dir
+}
+
+const SETUP: &str = "id = 0\nname = \"Setup\"\n\n[[step]]\ndo = \"start_cluster\"\n\n[[step]]\ndo = \"await_leader\"\n";
+
+/// A malformed phase file: exit 2, the error names file:line, and no node was started.
+#[test]
+fn t20_bad_phase_files_exit_2_before_anything_starts() {
+    let cases = [
+        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"explode\"\n", "01-bad.toml:5:6: unknown variant `explode`"),
+        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"coordinator-7\"\n", "01-bad.toml:4:1: step `kill`: unknown target 'coordinator-7'"),
+        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"leader\"\nsignal = \"TERM\"\n", "01-bad.toml:7:1: unknown field `signal`"),
+        ("01-bad.toml", "id = 1\nname = \"x\"\n[[step]\n", "01-bad.toml:3:"),
+    ];
+    for (name, text, expected) in cases {
+        let dir = phases_dir_with(&[("00-setup.toml", SETUP), (name, text)]);
+        let out = tempfile::tempdir().expect("temp dir");
+        let output = harness(
+            &[
+                "--phases",
+                "0",
+                "--phases-dir",
+                &dir.path().display().to_string(),
+            ],
+            out.path(),
+        );
+        assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(expected),
+            "expected '{expected}':\n{}",
+            show(&output)
+        );
+        assert!(stderr.contains("nothing was started"), "{}", show(&output));
+        assert!(
+            !out.path().join("runs").exists(),
+            "no run directory for refused input"
+        );
+    }
+    // An unknown phase in --phases is refused the same way.
+    let dir = phases_dir_with(&[("00-setup.toml", SETUP)]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = harness(
+        &[
+            "--phases",
+            "42",
+            "--phases-dir",
+            &dir.path().display().to_string(),
+        ],
+        out.path(),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown phase '42'"));
+}
+
+/// A phase whose assertion fails: exit 1, the failing step's file:line in the report.
+#[test]
+fn t30_failed_phase_exits_1_with_its_location() {
+    let failing = "id = 1\nname = \"Same leader\"\nrequires = [\"0\"]\n\n[[step]]\ndo = \"await_leader\"\nbind = \"a\"\n\n[[step]]\ndo = \"await_leader\"\nbind = \"b\"\n\n[[step]]\ndo = \"assert_leader_changed\"\nfrom = \"@a\"\nto = \"@b\"\n";
+    let dir = phases_dir_with(&[("00-setup.toml", SETUP), ("01-same.toml", failing)]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = harness(
+        &[
+            "--phases",
+            "1",
+            "--phases-dir",
+            &dir.path().display().to_string(),
+        ],
+        out.path(),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("latest/summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    assert_eq!(summary["phases"][0]["status"], "PASS");
+    assert_eq!(summary["phases"][1]["status"], "FAIL");
+    let error = summary["phases"][1]["error"].as_str().expect("error");
+    assert!(
+        error.contains("01-same.toml:13: assert_leader_changed @a -> @b: leader did not change"),
+        "{error}"
+    );
+}
