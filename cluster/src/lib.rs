@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod coordinator;
 pub mod events;
 pub mod pipeline;
 pub mod raft;
+pub mod worker;

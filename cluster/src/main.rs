@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use cluster::broker;
 use cluster::coordinator::{self, CoordinatorConfig};
 
 #[derive(Debug, Parser)]
@@ -17,6 +19,10 @@ struct Cli {
 enum Role {
     /// A Raft coordinator serving the cluster API.
     Coordinator(CoordinatorArgs),
+    /// The embedded MQTT broker (rumqttd) carrying pipeline events.
+    Broker(BrokerArgs),
+    /// A worker running the pipelines placed on it.
+    Worker(WorkerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +51,58 @@ struct CoordinatorArgs {
     /// Snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]
     snapshot_logs: u64,
+    /// After a worker's link closes, how long it has to reconnect before it is unhealthy.
+    #[arg(long, default_value_t = 5000)]
+    grace_ms: u64,
+    /// WebSocket ping interval towards workers.
+    #[arg(long, default_value_t = 1000)]
+    ping_interval_ms: u64,
+    /// A link with no frame from its worker for this long is dead.
+    #[arg(long, default_value_t = 3000)]
+    ping_dead_ms: u64,
+    /// A worker without a WebSocket and no REST heartbeat for this long is unhealthy.
+    #[arg(long, default_value_t = 10000)]
+    rest_heartbeat_timeout_ms: u64,
+    /// Heartbeat interval workers are told to use.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// This worker's id (1-64 of [A-Za-z0-9_.-]).
+    #[arg(long)]
+    worker_id: String,
+    /// Address to listen on for the worker API, e.g. 127.0.0.1:9000.
+    #[arg(long)]
+    listen: String,
+    /// Coordinator base URLs, home first: `http://h:p,http://h:p,...`.
+    #[arg(long)]
+    coordinators: String,
+    /// Shared secret for registration and the WebSocket link.
+    #[arg(long, env = "CLUSTER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// The MQTT broker pipelines read from and write to.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+    /// Address reported at registration (default: http://<listen>).
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    max_pipelines: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct BrokerArgs {
+    /// MQTT listen address, e.g. 127.0.0.1:1883.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Bytes per in-memory log segment (one log per subscription filter).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..))]
+    max_segment_size: Option<u64>,
+    /// Segments kept per filter; beyond them the oldest messages are dropped.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_segment_count: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +125,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Role::Coordinator(args) => run_coordinator(args).await,
+            Role::Broker(args) => run_broker(args).await,
+            Role::Worker(args) => run_worker(args).await,
         }
     });
     match result {
@@ -93,11 +153,69 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         election_max_ms: args.election_max_ms,
         api_key: args.api_key,
         snapshot_logs: args.snapshot_logs,
+        detector: coordinator::DetectorConfig {
+            grace: Duration::from_millis(args.grace_ms),
+            ping_interval: Duration::from_millis(args.ping_interval_ms),
+            ping_dead: Duration::from_millis(args.ping_dead_ms),
+            rest_timeout: Duration::from_millis(args.rest_heartbeat_timeout_ms),
+            heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+        },
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", args.listen))?;
     coordinator::run(config, listener, shutdown_signal()).await
+}
+
+async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let authority = args
+        .mqtt_url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("--mqtt-url must look like mqtt://host:port"))?;
+    let (host, port) = authority
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
+        .ok_or_else(|| anyhow::anyhow!("--mqtt-url must look like mqtt://host:port"))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("bind {}: {e}", args.listen))?;
+    let config = cluster::worker::WorkerConfig {
+        advertise: args
+            .advertise
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        worker_id: args.worker_id,
+        coordinators: args
+            .coordinators
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        api_key: args.api_key,
+        mqtt_host: host,
+        mqtt_port: port,
+        max_pipelines: args.max_pipelines,
+    };
+    cluster::worker::run(config, listener, shutdown_signal()).await
+}
+
+async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let defaults = broker::BrokerConfig::default();
+    let config = broker::BrokerConfig {
+        listen: args.listen,
+        max_segment_size: match args.max_segment_size {
+            Some(bytes) => usize::try_from(bytes)?,
+            None => defaults.max_segment_size,
+        },
+        max_segment_count: match args.max_segment_count {
+            Some(n) => usize::try_from(n)?,
+            None => defaults.max_segment_count,
+        },
+        ..defaults
+    };
+    broker::start(config)?;
+    shutdown_signal().await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the graceful stop.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::process::{locate_cluster_bin, ProcessBackend};
-use crate::backend::{Backend, ClusterSpec, RaftTimings};
+use crate::backend::{Backend, ClusterSpec, DetectorTimings, RaftTimings};
 use crate::exit;
 use crate::phase::{self, Capabilities};
 use crate::probe::PROBE_TIMEOUT;
@@ -63,6 +63,9 @@ pub struct RunArgs {
     pub election_min_ms: u64,
     #[arg(long, default_value_t = RaftTimings::SEED.election_max_ms)]
     pub election_max_ms: u64,
+    /// Grace period after a worker's link closes before it is declared unhealthy.
+    #[arg(long, default_value_t = DetectorTimings::SEED.grace_ms)]
+    pub grace_ms: u64,
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -151,14 +154,19 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let spec = ClusterSpec {
         coordinators: 3,
+        workers: 4,
         raft,
+        detector: DetectorTimings {
+            grace_ms: args.grace_ms,
+            ..DetectorTimings::SEED
+        },
         api_key: Some(format!("harness-{seed:x}")),
     };
     let caps = Capabilities {
         backend: backend_name,
         coordinators: spec.coordinators,
-        workers: 0,
-        broker: false,
+        workers: spec.workers,
+        broker: true,
         faults: vec![
             crate::step::Fault::Kill,
             crate::step::Fault::Stop,
@@ -242,7 +250,7 @@ async fn execute(
         command,
         config: RunSettings {
             coordinators: backend.spec().coordinators,
-            workers: 0,
+            workers: backend.spec().workers,
             raft,
             poll_interval_ms: POLL_INTERVAL.as_millis() as u64,
             probe_timeout_ms: PROBE_TIMEOUT.as_millis() as u64,

@@ -119,6 +119,14 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         let offset = spanned.span().start;
         let step = spanned.into_inner();
         let fail = |message: String| err_at(offset, format!("step `{}`: {message}", step.action()));
+        if step.needs_workers() && (caps.workers == 0 || !caps.broker) {
+            return Err(fail(format!(
+                "needs workers and a broker, and this {} cluster has {} workers{}",
+                caps.backend,
+                caps.workers,
+                if caps.broker { "" } else { " and no broker" }
+            )));
+        }
         if let Some(fault) = step.fault() {
             if !caps.faults.contains(&fault) {
                 return Err(fail(format!(
@@ -167,6 +175,13 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
     }
     if steps.is_empty() {
         return Err(err_at(0, "a phase needs at least one [[step]]".into()));
+    }
+    // `{events}`: "delivered/expected events" of the trial, when it publishes anything.
+    if steps
+        .iter()
+        .any(|s| matches!(s, Step::Publish(_) | Step::TrafficStart(_)))
+    {
+        bound.insert("events".into());
     }
     for placeholder in placeholders(&file.detail) {
         if !bound.contains(placeholder) && !timings.contains(placeholder) {
@@ -241,6 +256,10 @@ fn check_target(
             "target '{target}' is not bound by an earlier step (bound: {})",
             sorted(bound)
         )),
+        Target::HomeOf(inner) => match inner.parse::<Target>() {
+            Ok(t) => check_target(&t, caps, bound),
+            Err(e) => Err(e),
+        },
         _ => Ok(()),
     }
 }

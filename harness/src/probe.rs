@@ -14,24 +14,66 @@ use crate::backend::NodeName;
 /// needs longer is reported unreachable for this poll and asked again on the next one.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Bound of a write (deploy, connector): a commit through Raft, forwarded from a follower
+/// while an election may be under way (the cluster itself gives up after 2 × election max).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone)]
 pub struct Probe {
     client: reqwest::Client,
+    writer: reqwest::Client,
+    api_key: Option<String>,
 }
 
 /// One node's answer to one poll.
 pub type Answer<T> = (NodeName, anyhow::Result<T>);
 
 impl Probe {
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(api_key: Option<String>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(PROBE_TIMEOUT)
             .connect_timeout(PROBE_TIMEOUT)
             .build()?;
-        Ok(Probe { client })
+        let writer = reqwest::Client::builder()
+            .timeout(WRITE_TIMEOUT)
+            .connect_timeout(PROBE_TIMEOUT)
+            .build()?;
+        Ok(Probe {
+            client,
+            writer,
+            api_key,
+        })
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: String) -> anyhow::Result<T> {
+    /// POST a JSON body with the API key; returns the status and the JSON answer.
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> anyhow::Result<(reqwest::StatusCode, T)> {
+        let mut request = self.writer.post(url).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("POST {url}: {status}: {body}");
+        }
+        Ok((
+            status,
+            response
+                .json()
+                .await
+                .with_context(|| format!("POST {url}: bad body"))?,
+        ))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, url: String) -> anyhow::Result<T> {
         let response = self
             .client
             .get(&url)

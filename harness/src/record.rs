@@ -70,6 +70,9 @@ pub struct TrialRecord {
     pub error: Option<String>,
     pub steps: Vec<StepRecord>,
     pub samples: Vec<Sample>,
+    /// The ledger's counts of the events published in this trial, if any.
+    #[serde(default)]
+    pub events: Option<crate::traffic::Counts>,
     /// `bind` names → node (`old_leader` → `coordinator-1`).
     pub bindings: BTreeMap<String, String>,
 }

@@ -2,10 +2,16 @@
 //! happened. This file holds the one `match` on [`Step`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use cluster::api::model::{ClusterEventKind, RaftMetrics, RaftRole};
+use cluster::api::model::{
+    ClusterEventKind, Connector, GroupDef, GroupInfo, Health, PipelineDef, RaftMetrics, RaftRole,
+    Topology, WorkerList, WorkerStatus,
+};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -14,7 +20,8 @@ use crate::backend::{now_us, Backend, NodeName, NodeState, WallUs};
 use crate::phase::{placeholders, Phase, Planned};
 use crate::probe::{describe, Probe};
 use crate::record::{Sample, Status, StepRecord, TrialRecord};
-use crate::step::{Role, Step, Target};
+use crate::step::{Role, Step, Target, WorkerStatusName};
+use crate::traffic::{Collector, Counts, Ledger, Publisher, TrafficHandle};
 
 /// Interval between polls of a wait. With server-side event timestamps the poll rate bounds
 /// only how soon the harness moves on, not the precision of a figure; 20 ms keeps both small.
@@ -42,19 +49,59 @@ impl RunnerOptions {
     }
 }
 
-/// A node remembered by `bind`, with the term in which it was seen leading (0 if not a leader).
-#[derive(Debug, Clone, Copy)]
+/// Bound of waiting for a group's pipelines to run after a deploy.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound of `await_delivery`: generous for a few thousand events on loopback, and it
+/// returns as soon as the last expected event arrived.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node remembered by `bind`, with the term in which it was seen leading (0 if not a leader)
+/// and, for a worker, the pipelines (group, pipeline) it hosted when it was resolved.
+#[derive(Debug, Clone)]
 struct Binding {
     node: NodeName,
     term: u64,
+    hosted: Vec<(String, String)>,
 }
 
-/// Per-trial state: bindings, marks and samples.
+impl Binding {
+    fn node(node: NodeName) -> Self {
+        Binding {
+            node,
+            term: 0,
+            hosted: Vec::new(),
+        }
+    }
+}
+
+/// Per-trial state: bindings, marks, samples, values for the detail line, and the seq window of
+/// the events published in this trial.
 #[derive(Debug, Default)]
 struct Trial {
     bindings: HashMap<String, Binding>,
     marks: HashMap<String, Mark>,
     samples: Vec<Sample>,
+    values: HashMap<String, String>,
+    window: Option<Range<u64>>,
+    /// Wall-clock moment of the latest fault in this trial: server events before it are old news.
+    last_fault_us: WallUs,
+}
+
+impl Trial {
+    fn extend_window(&mut self, r: Range<u64>) {
+        self.window = Some(match self.window.take() {
+            Some(w) => w.start.min(r.start)..w.end.max(r.end),
+            None => r,
+        });
+    }
+}
+
+/// The harness's MQTT side: publisher, collector and the ledger they share.
+struct TrafficRig {
+    ledger: Arc<Mutex<Ledger>>,
+    publisher: Publisher,
+    collector: Collector,
+    paced: Option<TrafficHandle>,
 }
 
 /// A named instant and how it was observed.
@@ -69,15 +116,17 @@ pub struct Runner<B: Backend> {
     probe: Probe,
     options: RunnerOptions,
     rng: StdRng,
+    traffic: Option<TrafficRig>,
 }
 
 impl<B: Backend> Runner<B> {
     pub fn new(backend: B, options: RunnerOptions) -> anyhow::Result<Self> {
         Ok(Runner {
+            probe: Probe::new(backend.spec().api_key.clone())?,
             backend,
-            probe: Probe::new()?,
             rng: StdRng::seed_from_u64(options.seed),
             options,
+            traffic: None,
         })
     }
 
@@ -127,7 +176,10 @@ impl<B: Backend> Runner<B> {
     pub async fn run_trial(&mut self, phase: &Phase, trial_no: u32, trials: u32) -> TrialRecord {
         tracing::info!(phase = %phase.id, name = %phase.name, trial = trial_no, "phase start");
         let started_us = now_us();
-        let mut trial = Trial::default();
+        let mut trial = Trial {
+            last_fault_us: started_us,
+            ..Trial::default()
+        };
         let mut steps = Vec::new();
         let mut error = None;
         for (index, step) in phase.steps.iter().enumerate() {
@@ -157,6 +209,21 @@ impl<B: Backend> Runner<B> {
             }
         }
         let duration_us = now_us().saturating_sub(started_us);
+        let events = match (&self.traffic, &trial.window) {
+            (Some(rig), Some(w)) => Some(
+                rig.ledger
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counts(w.clone()),
+            ),
+            _ => None,
+        };
+        if let Some(c) = &events {
+            trial.values.insert(
+                "events".into(),
+                format!("{}/{} events", c.delivered, c.expected),
+            );
+        }
         if error.is_some() {
             if let Err(e) = self.heal().await {
                 tracing::warn!("heal after failed trial: {e:#}");
@@ -180,6 +247,7 @@ impl<B: Backend> Runner<B> {
             error,
             steps,
             samples: trial.samples,
+            events,
             bindings: trial
                 .bindings
                 .iter()
@@ -208,6 +276,9 @@ impl<B: Backend> Runner<B> {
                 for &node in &started {
                     self.await_answering(node, timeout).await?;
                 }
+                if self.traffic.is_none() && self.backend.spec().workers > 0 {
+                    self.traffic = Some(self.start_traffic().await?);
+                }
                 Ok(format!("{} nodes started and answering", started.len()))
             }
             Step::AwaitLeader(a) => {
@@ -225,9 +296,14 @@ impl<B: Backend> Runner<B> {
                     .map_or(self.options.leader_timeout, Duration::from_millis);
                 let (leader, term, mark) = self.await_leader(&excluded, min_term, timeout).await?;
                 if let Some(name) = &a.bind {
-                    trial
-                        .bindings
-                        .insert(name.clone(), Binding { node: leader, term });
+                    trial.bindings.insert(
+                        name.clone(),
+                        Binding {
+                            node: leader,
+                            term,
+                            hosted: Vec::new(),
+                        },
+                    );
                 }
                 let note = format!("leader {leader} in term {term} ({})", mark.how);
                 if let Some(name) = &a.mark {
@@ -349,6 +425,244 @@ impl<B: Backend> Runner<B> {
                 });
                 Ok(format!("{} = {:.1} ms", a.name, value_us as f64 / 1000.0))
             }
+            Step::Bind(a) => {
+                let b = self.resolve(&a.target, trial).await?;
+                let note = format!("@{} = {}", a.bind, b.node);
+                trial.bindings.insert(a.bind.clone(), b);
+                Ok(note)
+            }
+            Step::Deploy(a) => {
+                let base = match &a.via {
+                    Some(t) => {
+                        let node = self.resolve(t, trial).await?.node;
+                        self.backend.endpoint(node)
+                    }
+                    None => {
+                        let leader = self.resolve(&Target::Leader, trial).await?.node;
+                        self.backend.endpoint(leader)
+                    }
+                };
+                let timeout = a.timeout_ms.map_or(DEPLOY_TIMEOUT, Duration::from_millis);
+                let (status, info) = self.deploy(&base, &a.group, &a.pipelines, timeout).await?;
+                let placed: Vec<String> = info
+                    .placements
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} on {}",
+                            p.pipeline_name,
+                            p.worker_id.as_deref().unwrap_or("none")
+                        )
+                    })
+                    .collect();
+                trial
+                    .values
+                    .insert(format!("deploy_{}", a.group), status.clone());
+                Ok(format!(
+                    "group {} {status} via {base}; running: {}",
+                    a.group,
+                    placed.join(", ")
+                ))
+            }
+            Step::Publish(a) => {
+                let rig = self.rig()?;
+                let window = rig.publisher.publish_burst(a.count).await?;
+                let acked = {
+                    let ledger = rig.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    ledger.counts(window.clone())
+                };
+                trial.extend_window(window.clone());
+                Ok(format!(
+                    "seq {}..{}: {} published, {} expected to match, {} unacknowledged",
+                    window.start, window.end, acked.published, acked.expected, acked.unknown
+                ))
+            }
+            Step::TrafficStart(a) => {
+                let rig = self.rig_mut()?;
+                if rig.paced.is_some() {
+                    bail!("background traffic is already running");
+                }
+                rig.paced = Some(rig.publisher.start_paced(a.rate_per_s));
+                Ok(format!("publishing {} events/s", a.rate_per_s))
+            }
+            Step::TrafficStop(_) => {
+                let rig = self.rig_mut()?;
+                let handle = rig
+                    .paced
+                    .take()
+                    .context("no background traffic is running")?;
+                let window = handle.stop().await?;
+                trial.extend_window(window.clone());
+                Ok(format!(
+                    "stopped; seq {}..{} ({} events)",
+                    window.start,
+                    window.end,
+                    window.end - window.start
+                ))
+            }
+            Step::AwaitDelivery(a) => {
+                let window = trial
+                    .window
+                    .clone()
+                    .context("nothing was published in this trial")?;
+                let timeout = a.timeout_ms.map_or(DELIVERY_TIMEOUT, Duration::from_millis);
+                let counts = self
+                    .rig()?
+                    .collector
+                    .await_delivery(window, timeout)
+                    .await?;
+                Ok(format!(
+                    "{}/{} expected events delivered",
+                    counts.delivered, counts.expected
+                ))
+            }
+            Step::AssertCounts(a) => {
+                let window = trial
+                    .window
+                    .clone()
+                    .context("nothing was published in this trial")?;
+                let c = self
+                    .rig()?
+                    .ledger
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counts(window);
+                let mut wrong = Vec::new();
+                if let Some(e) = a.expected {
+                    if c.expected != e {
+                        wrong.push(format!(
+                            "expected {} events, the ledger expects {}",
+                            e, c.expected
+                        ));
+                    }
+                }
+                for (name, want, got) in [
+                    ("lost", a.lost, c.lost),
+                    ("duplicated", a.duplicated, c.duplicated),
+                    ("unexpected", a.unexpected, c.unexpected),
+                ] {
+                    if want != got {
+                        wrong.push(format!("{name} = {got}, want {want}"));
+                    }
+                }
+                let summary = describe_counts(&c);
+                if wrong.is_empty() {
+                    Ok(summary)
+                } else {
+                    bail!("{} ({summary})", wrong.join("; "))
+                }
+            }
+            Step::AwaitWorkerStatus(a) => {
+                let b = self.resolve(&a.target, trial).await?;
+                let id = b.node.to_string();
+                let want = match a.status {
+                    WorkerStatusName::Ready => WorkerStatus::Ready,
+                    WorkerStatusName::Unhealthy => WorkerStatus::Unhealthy,
+                    WorkerStatusName::Draining => WorkerStatus::Draining,
+                };
+                let timeout = a
+                    .timeout_ms
+                    .map_or(self.options.leader_timeout, Duration::from_millis);
+                self.await_worker_status(&id, want, timeout).await?;
+                let since = trial.last_fault_us;
+                let mark = self
+                    .earliest_event(since, |k| matches!(k, ClusterEventKind::WorkerStatusChanged { worker_id, status, .. } if *worker_id == id && *status == want))
+                    .await
+                    .unwrap_or_else(|| Mark { at_us: now_us(), how: format!("first poll showing {id} {want}") });
+                let note = format!("{id} is {want} ({})", mark.how);
+                if let Some(name) = &a.mark {
+                    trial.marks.insert(
+                        name.clone(),
+                        Mark {
+                            how: format!("{id} {want} committed ({})", mark.how),
+                            ..mark
+                        },
+                    );
+                }
+                Ok(note)
+            }
+            Step::AwaitPlacementOff(a) => {
+                let b = self.resolve(&a.target, trial).await?;
+                let victim = b.node.to_string();
+                if b.hosted.is_empty() {
+                    bail!("{victim} hosted no pipeline when it was resolved: nothing to fail over");
+                }
+                let timeout = a
+                    .timeout_ms
+                    .map_or(self.options.leader_timeout, Duration::from_millis);
+                let placed = self.await_moved(&victim, &b.hosted, timeout).await?;
+                let since = trial.last_fault_us;
+                let mut latest: Option<Mark> = None;
+                for (group, pipeline, worker, epoch) in &placed {
+                    let m = self
+                        .earliest_event(since, |k| matches!(k, ClusterEventKind::PipelineRunning { group: g, pipeline: p, worker_id: w, epoch: e } if g == group && p == pipeline && w == worker && e == epoch))
+                        .await
+                        .unwrap_or_else(|| Mark { at_us: now_us(), how: "first poll showing it running".into() });
+                    if latest.as_ref().is_none_or(|l| m.at_us > l.at_us) {
+                        latest = Some(Mark { how: format!("last of {} pipelines of {victim} running elsewhere: {group}/{pipeline} on {worker} ({})", placed.len(), m.how), ..m });
+                    }
+                }
+                let moved: Vec<String> = placed
+                    .iter()
+                    .map(|(g, p, w, e)| format!("{g}/{p} -> {w} (epoch {e})"))
+                    .collect();
+                if let (Some(name), Some(m)) = (&a.mark, latest) {
+                    trial.marks.insert(name.clone(), m);
+                }
+                Ok(moved.join(", "))
+            }
+            Step::AwaitWsConnections(a) => {
+                let timeout = a
+                    .timeout_ms
+                    .map_or(self.options.leader_timeout, Duration::from_millis);
+                let seen = self.await_ws(&a.expect, timeout).await?;
+                if let Some(name) = &a.bind {
+                    trial.values.insert(name.clone(), seen.clone());
+                }
+                Ok(seen)
+            }
+            Step::CountWs(a) => {
+                let node = self.resolve(&a.target, trial).await?.node;
+                let url = format!("{}/health", self.backend.endpoint(node));
+                let timeout = a
+                    .timeout_ms
+                    .map_or(self.options.leader_timeout, Duration::from_millis);
+                let deadline = tokio::time::Instant::now() + timeout;
+                let count = loop {
+                    let health: Health = self.probe.get(url.clone()).await?;
+                    if a.expect.is_none_or(|e| e == health.ws_connections) {
+                        break health.ws_connections;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        bail!(
+                            "{node} holds {} worker links, not {:?}, after {} ms",
+                            health.ws_connections,
+                            a.expect,
+                            timeout.as_millis()
+                        );
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                };
+                trial.values.insert(a.bind.clone(), count.to_string());
+                Ok(format!("{node} holds {count} worker links"))
+            }
+            Step::AwaitHealthy(a) => {
+                let timeout = a
+                    .timeout_ms
+                    .map_or(self.options.leader_timeout, Duration::from_millis);
+                let mut notes = Vec::new();
+                for t in &a.targets {
+                    let node = self.resolve(t, trial).await?.node;
+                    let h = self.await_healthy(node, timeout).await?;
+                    notes.push(format!(
+                        "{node}: {} ({}, leader {})",
+                        h.status,
+                        h.raft_state,
+                        h.current_leader.map_or("none".into(), |l| l.to_string())
+                    ));
+                }
+                Ok(notes.join("; "))
+            }
         }
     }
 
@@ -365,28 +679,31 @@ impl<B: Backend> Runner<B> {
 
     async fn resolve(&mut self, target: &Target, trial: &Trial) -> anyhow::Result<Binding> {
         match target {
-            Target::Coordinator(n) => Ok(Binding {
-                node: NodeName::Coordinator(*n),
-                term: 0,
-            }),
-            Target::Worker(n) => Ok(Binding {
-                node: NodeName::Worker(*n),
-                term: 0,
-            }),
-            Target::Broker => Ok(Binding {
-                node: NodeName::Broker,
-                term: 0,
-            }),
+            Target::Coordinator(n) => Ok(Binding::node(NodeName::Coordinator(*n))),
+            Target::Worker(n) => {
+                let node = NodeName::Worker(*n);
+                let hosted = self.hosted_by(&node.to_string()).await.unwrap_or_default();
+                Ok(Binding {
+                    node,
+                    term: 0,
+                    hosted,
+                })
+            }
+            Target::Broker => Ok(Binding::node(NodeName::Broker)),
             Target::Bound(name) => trial
                 .bindings
                 .get(name)
-                .copied()
+                .cloned()
                 .ok_or_else(|| anyhow!("@{name} is not bound")),
             Target::Leader => {
                 let (node, term, _) = self
                     .await_leader(&HashSet::new(), 0, self.options.leader_timeout)
                     .await?;
-                Ok(Binding { node, term })
+                Ok(Binding {
+                    node,
+                    term,
+                    hosted: Vec::new(),
+                })
             }
             Target::Follower => {
                 let (leader, _, _) = self
@@ -401,10 +718,43 @@ impl<B: Backend> Runner<B> {
                 let node = *followers
                     .choose(&mut self.rng)
                     .ok_or_else(|| anyhow!("no live follower (leader {leader})"))?;
-                Ok(Binding { node, term: 0 })
+                Ok(Binding::node(node))
             }
-            Target::WorkerHosting(_) | Target::HomeOf(_) => {
-                bail!("target '{target}' needs workers, which this cluster does not run yet")
+            Target::WorkerHosting(pipeline) => {
+                let topology: Topology = self.get_any("/api/v1/cluster/topology").await?;
+                let worker = topology
+                    .groups
+                    .iter()
+                    .flat_map(|g| &g.pipelines)
+                    .find(|p| p.name == *pipeline)
+                    .with_context(|| format!("no pipeline named '{pipeline}' is deployed"))?
+                    .worker_id
+                    .clone()
+                    .with_context(|| format!("pipeline '{pipeline}' is placed on no worker"))?;
+                let node = worker_node(&worker)?;
+                let hosted = self.hosted_by(&worker).await?;
+                Ok(Binding {
+                    node,
+                    term: 0,
+                    hosted,
+                })
+            }
+            Target::HomeOf(inner) => {
+                let inner: Target = inner.parse().map_err(|e: String| anyhow!(e))?;
+                let worker = Box::pin(self.resolve(&inner, trial))
+                    .await?
+                    .node
+                    .to_string();
+                let list: WorkerList = self.get_any("/api/v1/cluster/workers").await?;
+                let w = list
+                    .workers
+                    .iter()
+                    .find(|w| w.id == worker)
+                    .with_context(|| format!("worker {worker} is not registered"))?;
+                let c = w
+                    .link_coordinator
+                    .with_context(|| format!("{worker} holds no link to any coordinator"))?;
+                Ok(Binding::node(NodeName::Coordinator(c as u32)))
             }
         }
     }
@@ -545,8 +895,23 @@ impl<B: Backend> Runner<B> {
         let base = self.backend.endpoint(node);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let err = match self.probe.raft_metrics(&base).await {
-                Ok(_) => return Ok(()),
+            let answer = match node {
+                NodeName::Coordinator(_) => self.probe.raft_metrics(&base).await.map(|_| ()),
+                NodeName::Worker(_) => self
+                    .probe
+                    .get::<serde_json::Value>(format!("{base}/health"))
+                    .await
+                    .map(|_| ()),
+                NodeName::Broker => {
+                    let (host, port) = self.backend.mqtt();
+                    tokio::net::TcpStream::connect((host.as_str(), port))
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            let err = match answer {
+                Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             if self.backend.state(node) == NodeState::Down {
@@ -564,6 +929,9 @@ impl<B: Backend> Runner<B> {
 
     /// Every fault has its heal: resume paused nodes, start nodes that are down.
     pub async fn heal(&mut self) -> anyhow::Result<()> {
+        if let Some(handle) = self.traffic.as_mut().and_then(|r| r.paced.take()) {
+            handle.stop().await?;
+        }
         for node in self.backend.nodes() {
             match self.backend.state(node) {
                 NodeState::Paused => {
@@ -582,7 +950,323 @@ impl<B: Backend> Runner<B> {
 
     /// Stop every node.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(rig) = self.traffic.take() {
+            if let Some(handle) = rig.paced {
+                let _ = handle.stop().await;
+            }
+            rig.publisher.stop().await;
+            rig.collector.stop().await;
+        }
         self.backend.shutdown().await
+    }
+
+    fn rig(&self) -> anyhow::Result<&TrafficRig> {
+        self.traffic
+            .as_ref()
+            .context("no traffic: the cluster has no broker and workers, or it was not started")
+    }
+
+    fn rig_mut(&mut self) -> anyhow::Result<&mut TrafficRig> {
+        self.traffic
+            .as_mut()
+            .context("no traffic: the cluster has no broker and workers, or it was not started")
+    }
+
+    /// Connect the collector (first: rumqttd only keeps outputs for filters with a subscriber)
+    /// and the publisher to the broker.
+    async fn start_traffic(&mut self) -> anyhow::Result<TrafficRig> {
+        let (host, port) = self.backend.mqtt();
+        let ledger = Arc::new(Mutex::new(Ledger::new()));
+        let seed = self.options.seed;
+        let collector = Collector::start(
+            &host,
+            port,
+            &format!("harness-collector-{seed:x}"),
+            "e2e/output",
+            ledger.clone(),
+        )
+        .await?;
+        let publisher = Publisher::connect(
+            &host,
+            port,
+            &format!("harness-publisher-{seed:x}"),
+            ledger.clone(),
+            Arc::new(AtomicU64::new(1)),
+        )
+        .await?;
+        Ok(TrafficRig {
+            ledger,
+            publisher,
+            collector,
+            paced: None,
+        })
+    }
+
+    /// GET a path from the first live coordinator that answers (reads are served by followers).
+    async fn get_any<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let mut last = anyhow!("no live coordinator");
+        for (_, base) in self.live_coordinators() {
+            match self.probe.get(format!("{base}{path}")).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// (group, pipeline) pairs placed on `worker_id` now.
+    async fn hosted_by(&self, worker_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let topology: Topology = self.get_any("/api/v1/cluster/topology").await?;
+        Ok(topology
+            .groups
+            .iter()
+            .flat_map(|g| g.pipelines.iter().map(move |p| (g, p)))
+            .filter(|(_, p)| p.worker_id.as_deref() == Some(worker_id))
+            .map(|(g, p)| (g.group_name.clone(), p.name.clone()))
+            .collect())
+    }
+
+    /// The earliest event matching `want` with a timestamp at or after `since_us`, across the
+    /// event logs of every live coordinator.
+    async fn earliest_event(
+        &self,
+        since_us: WallUs,
+        want: impl Fn(&ClusterEventKind) -> bool,
+    ) -> Option<Mark> {
+        let live = self.live_coordinators();
+        let since_ms = since_us / 1000;
+        self.probe
+            .events_all(&live)
+            .await
+            .into_iter()
+            .filter_map(|(node, page)| {
+                let page = page.ok()?;
+                page.events
+                    .iter()
+                    .filter(|e| e.ts_ms >= since_ms && want(&e.kind))
+                    .map(|e| (node, e.ts_ms))
+                    .min_by_key(|(_, ts)| *ts)
+            })
+            .min_by_key(|(_, ts)| *ts)
+            .map(|(node, ts_ms)| Mark {
+                at_us: ts_ms * 1000,
+                how: format!("earliest matching event on {node}"),
+            })
+    }
+
+    async fn deploy(
+        &mut self,
+        base: &str,
+        group: &str,
+        pipelines: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<(String, GroupInfo)> {
+        let (host, port) = self.backend.mqtt();
+        let connector = Connector {
+            name: "mqtt_1".into(),
+            connector_type: "mqtt".into(),
+            params: [
+                ("host".to_string(), serde_json::json!(host)),
+                ("port".to_string(), serde_json::json!(port)),
+            ]
+            .into(),
+        };
+        let _: (reqwest::StatusCode, Connector) = self
+            .probe
+            .post(&format!("{base}/api/v1/cluster/connectors"), &connector)
+            .await?;
+        let def = GroupDef {
+            name: group.into(),
+            pipelines: pipelines
+                .iter()
+                .map(|p| {
+                    Ok(PipelineDef {
+                        name: p.clone(),
+                        source: seed_pipeline_source(p)?,
+                        worker_affinity: None,
+                        replicas: 1,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            routes: vec![],
+        };
+        let (status, _): (reqwest::StatusCode, GroupInfo) = self
+            .probe
+            .post(&format!("{base}/api/v1/cluster/pipeline-groups"), &def)
+            .await?;
+        let status = if status == reqwest::StatusCode::CREATED {
+            "created"
+        } else {
+            "already deployed (idempotent)"
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info: anyhow::Result<GroupInfo> = self
+                .get_any(&format!("/api/v1/cluster/pipeline-groups/{group}"))
+                .await;
+            let seen = match info {
+                Ok(info) if info.placements.iter().all(|p| p.status == "running") => {
+                    return Ok((status.into(), info))
+                }
+                Ok(info) => info
+                    .placements
+                    .iter()
+                    .map(|p| format!("{}: {}", p.pipeline_name, p.status))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => format!("{e:#}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "group {group} not running within {} ms (last seen: {seen})",
+                    timeout.as_millis()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn await_worker_status(
+        &self,
+        id: &str,
+        want: WorkerStatus,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = match self.get_any::<WorkerList>("/api/v1/cluster/workers").await {
+                Ok(list) => match list.workers.iter().find(|w| w.id == id) {
+                    Some(w) if w.status == want => return Ok(()),
+                    Some(w) => format!("{id} is {}", w.status),
+                    None => format!("{id} is not registered"),
+                },
+                Err(e) => format!("{e:#}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{id} not {want} within {} ms (last seen: {seen})",
+                    timeout.as_millis()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Wait until every pipeline in `hosted` runs on a worker other than `victim`; returns
+    /// (group, pipeline, worker, epoch) of each.
+    async fn await_moved(
+        &self,
+        victim: &str,
+        hosted: &[(String, String)],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<(String, String, String, u64)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = match self.get_any::<Topology>("/api/v1/cluster/topology").await {
+                Ok(t) => {
+                    let mut done = Vec::new();
+                    let mut waiting = Vec::new();
+                    for (group, pipeline) in hosted {
+                        let p = t
+                            .groups
+                            .iter()
+                            .filter(|g| g.group_name == *group)
+                            .flat_map(|g| &g.pipelines)
+                            .find(|p| p.name == *pipeline);
+                        match p {
+                            Some(p)
+                                if p.status == "running"
+                                    && p.worker_id.as_deref().is_some_and(|w| w != victim) =>
+                            {
+                                done.push((
+                                    group.clone(),
+                                    pipeline.clone(),
+                                    p.worker_id.clone().unwrap_or_default(),
+                                    p.epoch,
+                                ));
+                            }
+                            Some(p) => waiting.push(format!(
+                                "{group}/{pipeline}: {} on {}",
+                                p.status,
+                                p.worker_id.as_deref().unwrap_or("none")
+                            )),
+                            None => waiting.push(format!("{group}/{pipeline}: gone")),
+                        }
+                    }
+                    if waiting.is_empty() {
+                        return Ok(done);
+                    }
+                    waiting.join(", ")
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "pipelines of {victim} not running elsewhere within {} ms (last seen: {seen})",
+                    timeout.as_millis()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn await_ws(
+        &self,
+        expect: &BTreeMap<String, u64>,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            let mut ok = true;
+            for (name, want) in expect {
+                let target: Target = name.parse().map_err(|e: String| anyhow!(e))?;
+                let Target::Coordinator(n) = target else {
+                    bail!("'{name}' is not a coordinator")
+                };
+                let base = self.backend.endpoint(NodeName::Coordinator(n));
+                match self.probe.get::<Health>(format!("{base}/health")).await {
+                    Ok(h) => {
+                        ok &= h.ws_connections == *want;
+                        seen.push(format!("coord-{n}: {} WS", h.ws_connections));
+                    }
+                    Err(_) => {
+                        ok = false;
+                        seen.push(format!("coord-{n}: unreachable"));
+                    }
+                }
+            }
+            let seen = seen.join(", ");
+            if ok {
+                return Ok(seen);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "worker links not as expected within {} ms (last seen: {seen})",
+                    timeout.as_millis()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn await_healthy(&self, node: NodeName, timeout: Duration) -> anyhow::Result<Health> {
+        let base = self.backend.endpoint(node);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = match self.probe.get::<Health>(format!("{base}/health")).await {
+                Ok(h) if h.current_leader.is_some() && h.status != "critical" => return Ok(h),
+                Ok(h) => format!("{} with leader {:?}", h.status, h.current_leader),
+                Err(e) => format!("{e:#}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{node} not healthy within {} ms (last seen: {seen})",
+                    timeout.as_millis()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 }
 
@@ -621,11 +1305,13 @@ fn render_details(template: &str, trial: &Trial) -> String {
     for name in placeholders(template) {
         let value = if let Some(b) = trial.bindings.get(name) {
             match b.node {
-                NodeName::Coordinator(n) | NodeName::Worker(n) => n.to_string(),
-                NodeName::Broker => "broker".into(),
+                NodeName::Coordinator(n) => n.to_string(),
+                worker => worker.to_string(),
             }
         } else if let Some(s) = trial.samples.iter().find(|s| s.name == name) {
             format!("{:.1}s", s.value_us as f64 / 1e6)
+        } else if let Some(v) = trial.values.get(name) {
+            v.clone()
         } else {
             "?".into()
         };
@@ -650,7 +1336,49 @@ fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String]) -> Trial
         steps: vec![],
         samples: vec![],
         bindings: BTreeMap::new(),
+        events: None,
     }
+}
+
+/// `worker-3` → the backend's node.
+fn worker_node(worker_id: &str) -> anyhow::Result<NodeName> {
+    worker_id
+        .strip_prefix("worker-")
+        .and_then(|n| n.parse().ok())
+        .map(NodeName::Worker)
+        .with_context(|| format!("worker id '{worker_id}' is not one of this backend's workers"))
+}
+
+/// The seed's pipeline `sensor_filter_N`: events of `e2e/input/N` above 50.0 to `e2e/output`.
+pub fn seed_pipeline_source(name: &str) -> anyhow::Result<String> {
+    let n: u32 = name
+        .strip_prefix("sensor_filter_")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("'{name}' is not a seed pipeline (sensor_filter_N)"))?;
+    Ok(format!(
+        "event SensorReading {{ sensor_id: str, temperature: float, seq: int }}\n\
+         stream Input = SensorReading.from(mqtt_1, topic: \"e2e/input/{n}\")\n\
+         stream HighTemp = Input.where(temperature > 50.0)\n\
+         stream Output = HighTemp.to(mqtt_1, topic: \"e2e/output\")\n"
+    ))
+}
+
+fn describe_counts(c: &Counts) -> String {
+    let per: Vec<String> = c
+        .per_pipeline
+        .iter()
+        .map(|(p, x)| format!("{p}: {}/{}", x.delivered, x.expected))
+        .collect();
+    format!(
+        "{}/{} delivered, {} lost, {} duplicated, {} unexpected, {} unknown [{}]",
+        c.delivered,
+        c.expected,
+        c.lost,
+        c.duplicated,
+        c.unexpected,
+        c.unknown,
+        per.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -726,6 +1454,7 @@ mod tests {
             Binding {
                 node: NodeName::Coordinator(1),
                 term: 2,
+                hosted: vec![],
             },
         );
         t.samples.push(Sample {

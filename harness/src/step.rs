@@ -34,6 +34,135 @@ pub enum Step {
     AssertLeaderChanged(LeaderChangedArgs),
     /// Record the interval between two marks as a named timing sample.
     Measure(MeasureArgs),
+    /// Resolve a target now and remember it (`worker-hosting:p` before killing it).
+    Bind(BindArgs),
+    /// Register the MQTT connector and deploy a group of seed pipelines; wait until all run.
+    Deploy(DeployArgs),
+    /// Publish a burst of numbered events.
+    Publish(PublishArgs),
+    /// Start publishing at a steady rate in the background.
+    TrafficStart(TrafficStartArgs),
+    /// Stop the background traffic.
+    TrafficStop(NoArgs),
+    /// Wait until every expected event published in this trial was delivered.
+    AwaitDelivery(TimeoutArgs),
+    /// Exact checks on this trial's events (lost, duplicated, unexpected default to 0).
+    AssertCounts(AssertCountsArgs),
+    /// Wait until a worker's committed status is the given one.
+    AwaitWorkerStatus(AwaitWorkerStatusArgs),
+    /// Wait until every pipeline the (killed) worker hosted runs on another worker.
+    AwaitPlacementOff(AwaitPlacementOffArgs),
+    /// Wait until coordinators hold exactly these numbers of worker links.
+    AwaitWsConnections(AwaitWsArgs),
+    /// Record how many worker links a coordinator holds, as a value for the detail line.
+    CountWs(CountWsArgs),
+    /// Wait until the given coordinators answer `/health` with a known leader.
+    AwaitHealthy(AwaitHealthyArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutArgs {
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindArgs {
+    pub target: Target,
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployArgs {
+    pub group: String,
+    /// Seed pipelines by name: `sensor_filter_N` filters `e2e/input/N` into `e2e/output`.
+    pub pipelines: Vec<String>,
+    /// The coordinator to send the deploy to (default: the leader).
+    pub via: Option<Target>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishArgs {
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficStartArgs {
+    pub rate_per_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertCountsArgs {
+    /// Exact number of expected (matching, broker-acknowledged) events, if given.
+    pub expected: Option<u64>,
+    #[serde(default)]
+    pub lost: u64,
+    #[serde(default)]
+    pub duplicated: u64,
+    #[serde(default)]
+    pub unexpected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatusName {
+    Ready,
+    Unhealthy,
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitWorkerStatusArgs {
+    pub target: Target,
+    pub status: WorkerStatusName,
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitPlacementOffArgs {
+    pub target: Target,
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitWsArgs {
+    /// `coordinator-N` → number of worker links it must hold.
+    pub expect: std::collections::BTreeMap<String, u64>,
+    /// Remember the observed distribution as a detail value under this name.
+    pub bind: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountWsArgs {
+    pub target: Target,
+    pub bind: String,
+    /// Wait (bounded) until the count equals this, e.g. right after a kill.
+    pub expect: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitHealthyArgs {
+    pub targets: Vec<Target>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -153,8 +282,15 @@ impl std::str::FromStr for Target {
         if let Some(p) = named("worker-hosting:") {
             return p.map(Target::WorkerHosting);
         }
-        if let Some(w) = named("home-of:") {
-            return w.map(Target::HomeOf);
+        if let Some(inner) = s.strip_prefix("home-of:") {
+            return match inner.parse::<Target>() {
+                Ok(Target::Worker(_) | Target::Bound(_) | Target::WorkerHosting(_)) => {
+                    Ok(Target::HomeOf(inner.to_string()))
+                }
+                _ => Err(format!(
+                    "unknown target '{s}': home-of: takes worker-N, worker-hosting:<pipeline> or @name"
+                )),
+            };
         }
         if let Some(b) = named("@") {
             return b.map(Target::Bound);
@@ -218,6 +354,18 @@ enum Action {
     AwaitRole,
     AssertLeaderChanged,
     Measure,
+    Bind,
+    Deploy,
+    Publish,
+    TrafficStart,
+    TrafficStop,
+    AwaitDelivery,
+    AssertCounts,
+    AwaitWorkerStatus,
+    AwaitPlacementOff,
+    AwaitWsConnections,
+    CountWs,
+    AwaitHealthy,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -260,6 +408,18 @@ impl<'de> Visitor<'de> for StepVisitor {
                 Step::AssertLeaderChanged(Deserialize::deserialize(rest)?)
             }
             Action::Measure => Step::Measure(Deserialize::deserialize(rest)?),
+            Action::Bind => Step::Bind(Deserialize::deserialize(rest)?),
+            Action::Deploy => Step::Deploy(Deserialize::deserialize(rest)?),
+            Action::Publish => Step::Publish(Deserialize::deserialize(rest)?),
+            Action::TrafficStart => Step::TrafficStart(Deserialize::deserialize(rest)?),
+            Action::TrafficStop => Step::TrafficStop(Deserialize::deserialize(rest)?),
+            Action::AwaitDelivery => Step::AwaitDelivery(Deserialize::deserialize(rest)?),
+            Action::AssertCounts => Step::AssertCounts(Deserialize::deserialize(rest)?),
+            Action::AwaitWorkerStatus => Step::AwaitWorkerStatus(Deserialize::deserialize(rest)?),
+            Action::AwaitPlacementOff => Step::AwaitPlacementOff(Deserialize::deserialize(rest)?),
+            Action::AwaitWsConnections => Step::AwaitWsConnections(Deserialize::deserialize(rest)?),
+            Action::CountWs => Step::CountWs(Deserialize::deserialize(rest)?),
+            Action::AwaitHealthy => Step::AwaitHealthy(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -278,7 +438,36 @@ impl Step {
             Step::AwaitRole(_) => "await_role",
             Step::AssertLeaderChanged(_) => "assert_leader_changed",
             Step::Measure(_) => "measure",
+            Step::Bind(_) => "bind",
+            Step::Deploy(_) => "deploy",
+            Step::Publish(_) => "publish",
+            Step::TrafficStart(_) => "traffic_start",
+            Step::TrafficStop(_) => "traffic_stop",
+            Step::AwaitDelivery(_) => "await_delivery",
+            Step::AssertCounts(_) => "assert_counts",
+            Step::AwaitWorkerStatus(_) => "await_worker_status",
+            Step::AwaitPlacementOff(_) => "await_placement_off",
+            Step::AwaitWsConnections(_) => "await_ws_connections",
+            Step::CountWs(_) => "count_ws",
+            Step::AwaitHealthy(_) => "await_healthy",
         }
+    }
+
+    /// True when the step needs the broker and workers (a data-plane topology).
+    pub fn needs_workers(&self) -> bool {
+        matches!(
+            self,
+            Step::Deploy(_)
+                | Step::Publish(_)
+                | Step::TrafficStart(_)
+                | Step::TrafficStop(_)
+                | Step::AwaitDelivery(_)
+                | Step::AssertCounts(_)
+                | Step::AwaitWorkerStatus(_)
+                | Step::AwaitPlacementOff(_)
+                | Step::AwaitWsConnections(_)
+                | Step::CountWs(_)
+        )
     }
 
     /// The fault this step injects, for the backend capability check.
@@ -300,7 +489,20 @@ impl Step {
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
-            Step::StartCluster(_) | Step::Measure(_) => vec![],
+            Step::Bind(a) => vec![&a.target],
+            Step::Deploy(a) => a.via.iter().collect(),
+            Step::AwaitWorkerStatus(a) => vec![&a.target],
+            Step::AwaitPlacementOff(a) => vec![&a.target],
+            Step::CountWs(a) => vec![&a.target],
+            Step::AwaitHealthy(a) => a.targets.iter().collect(),
+            Step::StartCluster(_)
+            | Step::Measure(_)
+            | Step::Publish(_)
+            | Step::TrafficStart(_)
+            | Step::TrafficStop(_)
+            | Step::AwaitDelivery(_)
+            | Step::AssertCounts(_)
+            | Step::AwaitWsConnections(_) => vec![],
         }
     }
 
@@ -309,6 +511,9 @@ impl Step {
         match self {
             Step::AwaitLeader(a) => a.bind.as_deref(),
             Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.bind.as_deref(),
+            Step::Bind(a) => Some(&a.bind),
+            Step::CountWs(a) => Some(&a.bind),
+            Step::AwaitWsConnections(a) => a.bind.as_deref(),
             _ => None,
         }
     }
@@ -320,6 +525,8 @@ impl Step {
             Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
+            Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
+            Step::AwaitPlacementOff(a) => a.mark.as_deref(),
             _ => None,
         }
     }
@@ -340,6 +547,13 @@ impl fmt::Display for Step {
             Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
             Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
             Step::Measure(a) => write!(f, " {} = {} -> {}", a.name, a.from, a.to),
+            Step::Bind(a) => write!(f, " {} as @{}", a.target, a.bind),
+            Step::Deploy(a) => write!(f, " {} [{}]", a.group, a.pipelines.join(", ")),
+            Step::Publish(a) => write!(f, " {}", a.count),
+            Step::TrafficStart(a) => write!(f, " {}/s", a.rate_per_s),
+            Step::AwaitWorkerStatus(a) => write!(f, " {} {:?}", a.target, a.status),
+            Step::AwaitPlacementOff(a) => write!(f, " {}", a.target),
+            Step::CountWs(a) => write!(f, " {}", a.target),
             _ => Ok(()),
         }
     }

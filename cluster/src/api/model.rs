@@ -104,6 +104,38 @@ pub enum ClusterEventKind {
     RoleChanged { term: u64, role: RaftRole },
     /// A replicated command was applied on this node.
     CommandApplied { index: u64, command: String },
+    /// A worker's committed status changed (registration, failure detection, drain, return).
+    WorkerStatusChanged {
+        worker_id: String,
+        status: WorkerStatus,
+        reason: String,
+    },
+    /// A worker's WebSocket link was committed as held by `coordinator`.
+    WorkerLinked { worker_id: String, coordinator: u64 },
+    /// A pipeline's placement moved (committed, epoch + 1).
+    MigrationStarted {
+        migration_id: u64,
+        group: String,
+        pipeline: String,
+        from_worker: Option<String>,
+        to_worker: String,
+        epoch: u64,
+    },
+    /// The target reported the moved pipeline running.
+    MigrationFinished {
+        migration_id: u64,
+        group: String,
+        pipeline: String,
+        worker_id: String,
+        epoch: u64,
+    },
+    /// A worker reported a placed pipeline running (committed).
+    PipelineRunning {
+        group: String,
+        pipeline: String,
+        worker_id: String,
+        epoch: u64,
+    },
 }
 
 /// `GET /api/v1/cluster/events?since=N`.
@@ -132,4 +164,238 @@ pub struct Connector {
 pub struct ConnectorList {
     pub connectors: Vec<Connector>,
     pub total: u64,
+}
+
+/// A worker's status in the replicated registry (lowercase on the wire, as in Varpulis v0.3.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    Ready,
+    Unhealthy,
+    Draining,
+}
+
+impl std::fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerStatus::Ready => "ready",
+            WorkerStatus::Unhealthy => "unhealthy",
+            WorkerStatus::Draining => "draining",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    #[serde(default)]
+    pub cpu_cores: u32,
+    #[serde(default)]
+    pub pipelines_running: u32,
+    #[serde(default = "default_max_pipelines")]
+    pub max_pipelines: u32,
+}
+
+fn default_max_pipelines() -> u32 {
+    100
+}
+
+/// `POST /api/v1/cluster/workers/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWorker {
+    pub worker_id: String,
+    pub address: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+/// One worker in `GET /api/v1/cluster/workers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub address: String,
+    pub status: WorkerStatus,
+    pub pipelines_running: u64,
+    pub max_pipelines: u32,
+    pub assigned_pipelines: Vec<String>,
+    pub events_processed: u64,
+    /// Coordinator holding this worker's WebSocket link, if any (replicated).
+    pub link_coordinator: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
+    pub total: u64,
+}
+
+/// A running pipeline's counters as a worker reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineMetric {
+    pub pipeline_id: String,
+    pub epoch: u64,
+    pub processed: u64,
+    pub emitted: u64,
+    pub rejected: u64,
+}
+
+/// `POST /api/v1/cluster/workers/{id}/heartbeat` (REST fallback) and the WS `Heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatBody {
+    #[serde(default)]
+    pub events_processed: u64,
+    #[serde(default)]
+    pub pipelines_running: u64,
+    #[serde(default)]
+    pub pipeline_metrics: Vec<PipelineMetric>,
+}
+
+/// What the committed placement asks one worker to run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Assignment {
+    pub group: String,
+    pub pipeline: String,
+    /// `group/pipeline`: stable across moves.
+    pub pipeline_id: String,
+    pub source: String,
+    /// Placement epoch: a worker runs a pipeline only while the placement names it with this epoch.
+    pub epoch: u64,
+}
+
+/// WebSocket frames between a worker and a coordinator (JSON text, tagged by `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum WsMessage {
+    Identify {
+        worker_id: String,
+        #[serde(default)]
+        api_key: Option<String>,
+    },
+    IdentifyAck {
+        heartbeat_interval_secs: u64,
+        coordinator_id: u64,
+    },
+    Error {
+        message: String,
+    },
+    Heartbeat(HeartbeatBody),
+    HeartbeatAck,
+    /// The full set of pipelines this worker must run now (sent on identify and on every change).
+    Assignments {
+        assignments: Vec<Assignment>,
+    },
+}
+
+/// One pipeline of a `POST /api/v1/cluster/pipeline-groups` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineDef {
+    pub name: String,
+    pub source: String,
+    #[serde(default)]
+    pub worker_affinity: Option<String>,
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDef {
+    pub name: String,
+    pub pipelines: Vec<PipelineDef>,
+    #[serde(default)]
+    pub routes: Vec<serde_json::Value>,
+}
+
+/// Where a pipeline runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementInfo {
+    pub pipeline_name: String,
+    pub worker_id: Option<String>,
+    pub worker_address: Option<String>,
+    pub pipeline_id: String,
+    pub epoch: u64,
+    /// pending (no ready worker) | deploying | running
+    pub status: String,
+}
+
+/// A deployed group: the `POST` answer and `GET pipeline-groups/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub id: String,
+    pub name: String,
+    pub placements: Vec<PlacementInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupInfo>,
+    pub total: u64,
+}
+
+/// `GET /api/v1/cluster/topology`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub groups: Vec<TopologyGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyGroup {
+    pub group_id: String,
+    pub group_name: String,
+    pub pipelines: Vec<TopologyPipeline>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyPipeline {
+    pub name: String,
+    pub worker_id: Option<String>,
+    pub worker_address: Option<String>,
+    pub epoch: u64,
+    pub status: String,
+}
+
+/// One migration in `GET /api/v1/cluster/migrations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    pub id: u64,
+    pub group: String,
+    pub pipeline: String,
+    pub from_worker: Option<String>,
+    pub to_worker: String,
+    pub epoch: u64,
+    pub reason: String,
+    /// Proposer's wall clock when the move was decided (ms since epoch).
+    pub started_ms: u64,
+    /// Wall clock when the target reported the pipeline running.
+    pub finished_ms: Option<u64>,
+    /// in_progress | completed
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationList {
+    pub migrations: Vec<Migration>,
+    pub total: u64,
+}
+
+/// `POST /api/v1/cluster/pipelines/{group}/{pipeline}/migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    pub target_worker_id: String,
+}
+
+/// Ids of workers, groups and pipelines: 1–64 of `[A-Za-z0-9_.-]` (they appear in paths and
+/// MQTT client ids).
+pub fn is_valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }

@@ -19,6 +19,8 @@ pub struct CoordinatorConfig {
     pub api_key: Option<String>,
     /// Build a snapshot (and purge the log) after this many entries.
     pub snapshot_logs: u64,
+    /// Failure-detection timings.
+    pub detector: super::DetectorConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,6 +150,7 @@ mod tests {
             election_max_ms: 300,
             api_key: None,
             snapshot_logs: 100,
+            detector: Default::default(),
         }
     }
 

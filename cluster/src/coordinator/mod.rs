@@ -1,8 +1,12 @@
 //! A coordinator: one openraft node plus the HTTP API (REST, Raft RPCs, event log).
 
 mod config;
+mod detector;
+mod driver;
 mod error;
+mod groups;
 mod routes;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 
 pub use config::{parse_peers, ConfigError, CoordinatorConfig};
+pub use detector::DetectorConfig;
 pub use error::AppError;
 
 use crate::api::model::{ClusterEventKind, RaftRole};
@@ -25,6 +30,8 @@ use crate::raft::{Command, CommandResult, NodeId, Raft};
 
 /// Path of the internal route a follower uses to hand a write to the leader.
 pub const PATH_FORWARD: &str = "/raft/write";
+/// Path of the internal route coordinators use to tell the leader which workers are alive.
+pub const PATH_ALIVE: &str = "/raft/alive";
 
 /// Pause between write attempts while the cluster has no reachable leader. Short, because an
 /// election typically completes within one election timeout.
@@ -38,6 +45,8 @@ pub struct Coordinator {
     pub commit_index: CommitIndex,
     pub events: Arc<EventLog>,
     pub api_key: ApiKey,
+    pub detector: DetectorConfig,
+    links: detector::Links,
     http: reqwest::Client,
     /// How long a write may wait for a leader before answering 421 (twice the max election timeout).
     write_budget: Duration,
@@ -95,12 +104,17 @@ pub async fn run(
         commit_index,
         events: events.clone(),
         api_key: ApiKey::new(config.api_key.clone()),
+        detector: config.detector,
+        links: detector::Links::default(),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .build()?,
         write_budget: Duration::from_millis(2 * config.election_max_ms),
     });
     tokio::spawn(watch_raft(raft.clone(), events));
+    tokio::spawn(coordinator.clone().report_alive_loop());
+    tokio::spawn(coordinator.clone().sweep_loop());
+    tokio::spawn(coordinator.clone().placement_loop());
 
     tracing::info!(node_id = config.node_id, %local, "coordinator listening");
     axum::serve(listener, routes::router(coordinator))
@@ -162,7 +176,16 @@ impl Coordinator {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     if let Some(leader) = forward.leader_node {
                         match self.forward(&leader.addr, &command).await {
-                            Ok(result) => return result,
+                            Ok(Ok(result)) => {
+                                // Read-your-writes: answer once this node applied it too.
+                                let _ = self
+                                    .raft
+                                    .wait(Some(self.write_budget))
+                                    .applied_index_at_least(Some(result.index), "forwarded write")
+                                    .await;
+                                return Ok(result);
+                            }
+                            Ok(Err(e)) => return Err(e),
                             Err(e) => last_error = format!("forward to {}: {e:#}", leader.addr),
                         }
                     }

@@ -6,13 +6,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Deserialize;
 
+use super::detector::AliveReport;
 use super::error::{ApiJson, ApiQuery};
-use super::{role_of, AppError, Coordinator, PATH_FORWARD};
+use super::{groups, role_of, workers, AppError, Coordinator, PATH_ALIVE, PATH_FORWARD};
+use crate::api::model::WorkerStatus;
 use crate::api::model::{Connector, ConnectorList, EventsPage, Health, RaftMetrics, WorkerCounts};
 use crate::auth::ApiKey;
 use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
@@ -31,6 +33,7 @@ pub fn router(coordinator: Shared) -> Router {
         .route(PATH_VOTE, post(raft_vote))
         .route(PATH_SNAPSHOT, post(raft_snapshot))
         .route(PATH_FORWARD, post(raft_forward))
+        .route(PATH_ALIVE, post(raft_alive))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .route_layer(middleware::from_fn_with_state(
             coordinator.clone(),
@@ -38,6 +41,17 @@ pub fn router(coordinator: Shared) -> Router {
         ));
     let mutating = Router::new()
         .route("/api/v1/cluster/connectors", post(put_connector))
+        .route("/api/v1/cluster/pipeline-groups", post(groups::deploy))
+        .route(
+            "/api/v1/cluster/pipeline-groups/{id}",
+            delete(groups::remove),
+        )
+        .route(
+            "/api/v1/cluster/pipelines/{group}/{pipeline}/migrate",
+            post(groups::migrate),
+        )
+        .route("/api/v1/cluster/workers/{id}", delete(workers::remove))
+        .route("/api/v1/cluster/workers/{id}/drain", post(workers::drain))
         .route_layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_key,
@@ -47,7 +61,21 @@ pub fn router(coordinator: Shared) -> Router {
         .route("/ready", get(ready))
         .route("/raft/metrics", get(raft_metrics))
         .route("/api/v1/cluster/events", get(events))
-        .route("/api/v1/cluster/connectors", get(list_connectors));
+        .route("/api/v1/cluster/connectors", get(list_connectors))
+        .route("/api/v1/cluster/pipeline-groups", get(groups::list))
+        .route("/api/v1/cluster/pipeline-groups/{id}", get(groups::get_one))
+        .route("/api/v1/cluster/topology", get(groups::topology))
+        .route("/api/v1/cluster/migrations", get(groups::migrations))
+        .route("/api/v1/cluster/workers", get(workers::list))
+        .route("/api/v1/cluster/workers/{id}", get(workers::get_one))
+        // Registration, REST heartbeats and the WebSocket check the key themselves (it may
+        // come in the body or the Identify frame).
+        .route("/api/v1/cluster/workers/register", post(workers::register))
+        .route(
+            "/api/v1/cluster/workers/{id}/heartbeat",
+            post(workers::rest_heartbeat),
+        )
+        .route("/api/v1/cluster/ws", get(workers::ws));
     Router::new()
         .merge(reads)
         .merge(mutating.layer(DefaultBodyLimit::max(API_BODY_LIMIT)))
@@ -70,8 +98,27 @@ async fn not_found() -> AppError {
 
 async fn health(State(c): State<Shared>) -> Json<Health> {
     let m = c.raft.metrics().borrow().clone();
-    let connectors = c.state.read(|a| a.state.connectors.len() as u64);
-    let workers = WorkerCounts::default();
+    let (connectors, workers, pipeline_groups, active_migrations) = c.state.read(|a| {
+        let s = &a.state;
+        let count = |status| s.workers.values().filter(|w| w.status == status).count() as u64;
+        let workers = WorkerCounts {
+            total: s.workers.len() as u64,
+            healthy: count(WorkerStatus::Ready),
+            unhealthy: count(WorkerStatus::Unhealthy),
+            draining: count(WorkerStatus::Draining),
+        };
+        let active = s
+            .migrations
+            .iter()
+            .filter(|m| m.finished_ms.is_none())
+            .count() as u64;
+        (
+            s.connectors.len() as u64,
+            workers,
+            s.groups.len() as u64,
+            active,
+        )
+    });
     let status = if m.current_leader.is_none() {
         "critical"
     } else if workers.total == 0 {
@@ -90,9 +137,9 @@ async fn health(State(c): State<Shared>) -> Json<Health> {
         current_term: m.current_term,
         current_leader: m.current_leader,
         workers,
-        ws_connections: 0,
-        pipeline_groups: 0,
-        active_migrations: 0,
+        ws_connections: c.links.count() as u64,
+        pipeline_groups,
+        active_migrations,
         connectors,
     })
 }
@@ -148,6 +195,12 @@ async fn raft_forward(
     ApiJson(command): ApiJson<Command>,
 ) -> Result<Json<CommandResult>, AppError> {
     c.write_local(command).await.map(Json)
+}
+
+async fn raft_alive(State(c): State<Shared>, ApiJson(report): ApiJson<AliveReport>) -> StatusCode {
+    tracing::trace!(from = report.from, "alive report");
+    c.links.mark_alive(&report.workers);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::model::Connector;
+use crate::api::model::{Capacity, Connector, GroupDef, WorkerStatus};
 
 pub type NodeId = u64;
 pub type Node = openraft::BasicNode;
@@ -27,13 +27,71 @@ openraft::declare_raft_types!(
 
 /// Every state change that matters is one of these, committed through Raft before it is acted on.
 ///
-/// The enum grows with the cluster (workers, groups, placements, migrations); each variant is
-/// applied by [`state::ClusterState::apply`], deterministically, on every coordinator.
+/// Applied by [`state::ClusterState::apply`], deterministically, on every coordinator: commands
+/// carry the proposer's wall clock (`at_ms`) so applying never reads a clock. Conditional
+/// commands (`expected_epoch`, `link_gen`) make a decision taken on stale information a no-op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Create or replace a connector by name.
-    PutConnector { connector: Connector },
+    PutConnector {
+        connector: Connector,
+    },
+    /// A worker registered (or re-registered): it is ready.
+    RegisterWorker {
+        worker_id: String,
+        address: String,
+        capacity: Capacity,
+        at_ms: u64,
+    },
+    /// A worker's WebSocket link is now held by `coordinator` (bumps the link generation).
+    WorkerLinked {
+        worker_id: String,
+        coordinator: NodeId,
+        at_ms: u64,
+    },
+    /// Failure detection: unhealthy, unless the link moved since (`link_gen` no longer current).
+    MarkWorkerUnhealthy {
+        worker_id: String,
+        /// The link generation the detector saw die; None: the detector had no link (REST).
+        link_gen: Option<u64>,
+        reason: String,
+        at_ms: u64,
+    },
+    /// Operator: drain (placements move away) or back to ready.
+    SetWorkerStatus {
+        worker_id: String,
+        status: WorkerStatus,
+        at_ms: u64,
+    },
+    RemoveWorker {
+        worker_id: String,
+    },
+    /// Deploy a group, idempotent by name; placement is decided here, deterministically.
+    DeployGroup {
+        group: GroupDef,
+        at_ms: u64,
+    },
+    RemoveGroup {
+        name: String,
+    },
+    /// Move (or first place) a pipeline, if its placement epoch is still `expected_epoch`.
+    MovePipeline {
+        group: String,
+        pipeline: String,
+        to_worker: String,
+        expected_epoch: u64,
+        reason: String,
+        at_ms: u64,
+    },
+    /// A worker reported a placed pipeline running at this epoch.
+    PipelineRunning {
+        group: String,
+        pipeline: String,
+        worker_id: String,
+        epoch: u64,
+        at_ms: u64,
+    },
 }
 
 impl Command {
@@ -41,6 +99,15 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::PutConnector { .. } => "put_connector",
+            Command::RegisterWorker { .. } => "register_worker",
+            Command::WorkerLinked { .. } => "worker_linked",
+            Command::MarkWorkerUnhealthy { .. } => "mark_worker_unhealthy",
+            Command::SetWorkerStatus { .. } => "set_worker_status",
+            Command::RemoveWorker { .. } => "remove_worker",
+            Command::DeployGroup { .. } => "deploy_group",
+            Command::RemoveGroup { .. } => "remove_group",
+            Command::MovePipeline { .. } => "move_pipeline",
+            Command::PipelineRunning { .. } => "pipeline_running",
         }
     }
 }
@@ -50,7 +117,8 @@ impl Command {
 pub struct CommandResult {
     /// Log index at which the command was applied.
     pub index: u64,
-    /// `true` when the command changed the state (`false` for an idempotent repeat).
+    /// `true` when the command changed the state (`false` for an idempotent repeat or a stale
+    /// conditional command).
     pub changed: bool,
 }
 

@@ -238,6 +238,8 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     inner: Arc<RwLock<Applied>>,
     events: Arc<EventLog>,
+    /// Bumped after every applied batch or installed snapshot: wakes the tasks that act on state.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The applied state and where in the log it stands.
@@ -248,13 +250,18 @@ pub struct Applied {
     pub state: ClusterState,
 }
 
-/// Read-only view of the applied state for the API.
+/// Read-only view of the applied state for the API, and a signal of every change.
 #[derive(Debug, Clone)]
-pub struct SharedState(Arc<RwLock<Applied>>);
+pub struct SharedState(Arc<RwLock<Applied>>, Arc<tokio::sync::watch::Sender<u64>>);
 
 impl SharedState {
     pub fn read<T>(&self, f: impl FnOnce(&Applied) -> T) -> T {
         f(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves on the next applied change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
     }
 }
 
@@ -276,11 +283,12 @@ impl StateMachineStore {
             db,
             inner: Arc::new(RwLock::new(applied)),
             events,
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
     pub fn shared(&self) -> SharedState {
-        SharedState(self.inner.clone())
+        SharedState(self.inner.clone(), self.applied.clone())
     }
 
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> anyhow::Result<()> {
@@ -346,7 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
-        let mut applied_commands = Vec::new();
+        let mut applied_events = Vec::new();
         {
             let mut applied = self.inner.write().unwrap_or_else(|p| p.into_inner());
             for entry in entries {
@@ -358,8 +366,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         changed: false,
                     },
                     EntryPayload::Normal(command) => {
-                        applied_commands.push((index, command.name()));
-                        applied.state.apply(index, &command)
+                        applied_events.push(ClusterEventKind::CommandApplied {
+                            index,
+                            command: command.name().to_string(),
+                        });
+                        let (result, events) = applied.state.apply(index, &command);
+                        applied_events.extend(events);
+                        result
                     }
                     EntryPayload::Membership(membership) => {
                         applied.last_membership =
@@ -373,11 +386,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 results.push(result);
             }
         }
-        for (index, command) in applied_commands {
-            self.events.push(ClusterEventKind::CommandApplied {
-                index,
-                command: command.to_string(),
-            });
+        for event in applied_events {
+            self.events.push(event);
+        }
+        if !results.is_empty() {
+            self.applied.send_modify(|v| *v += 1);
         }
         Ok(results)
     }
@@ -410,6 +423,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
         applied.state = state;
+        drop(applied);
+        self.applied.send_modify(|v| *v += 1);
         Ok(())
     }
 

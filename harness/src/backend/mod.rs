@@ -15,9 +15,10 @@ use crate::step::Fault;
 /// A node of the reference cluster, named as in the seed (`coordinator-1`, `worker-3`, `broker`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NodeName {
+    // Variant order is start order: the broker, then coordinators, then workers.
+    Broker,
     Coordinator(u32),
     Worker(u32),
-    Broker,
 }
 
 impl fmt::Display for NodeName {
@@ -47,11 +48,32 @@ impl RaftTimings {
     };
 }
 
+/// Failure-detection timings handed to every coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorTimings {
+    pub grace_ms: u64,
+    pub ping_interval_ms: u64,
+    pub ping_dead_ms: u64,
+    pub rest_timeout_ms: u64,
+}
+
+impl DetectorTimings {
+    /// The seed's design: 5 s grace, ping every 1 s, dead after 3 s, REST heartbeat timeout 10 s.
+    pub const SEED: DetectorTimings = DetectorTimings {
+        grace_ms: 5000,
+        ping_interval_ms: 1000,
+        ping_dead_ms: 3000,
+        rest_timeout_ms: 10_000,
+    };
+}
+
 /// The cluster a backend stands up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
     pub coordinators: u32,
+    pub workers: u32,
     pub raft: RaftTimings,
+    pub detector: DetectorTimings,
     /// Shared API key for mutating routes and Raft RPCs (never written to reports).
     #[serde(skip)]
     pub api_key: Option<String>,
@@ -84,8 +106,10 @@ pub trait Backend: Send {
     fn spec(&self) -> &ClusterSpec;
     /// Every node of the topology.
     fn nodes(&self) -> Vec<NodeName>;
-    /// Base URL at which the harness reaches the node's HTTP API.
+    /// Base URL at which the harness reaches the node's HTTP API (for the broker: `mqtt://h:p`).
     fn endpoint(&self, node: NodeName) -> String;
+    /// Host and port of the MQTT broker, as the harness reaches it.
+    fn mqtt(&self) -> (String, u16);
     fn state(&self, node: NodeName) -> NodeState;
     /// Start the node (again), with the same arguments and data directory.
     fn start(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
@@ -95,4 +119,25 @@ pub trait Backend: Send {
     fn resume(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The coordinator a worker links to first, as in the seed: workers 1 and 2 on coordinator-1,
+/// worker 3 on coordinator-2, worker 4 on coordinator-3 (further workers round-robin).
+pub fn home_of(worker: u32, coordinators: u32) -> u32 {
+    if worker <= 2 || coordinators < 2 {
+        1
+    } else {
+        ((worker - 2) % coordinators) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_homed_as_in_the_seed() {
+        let homes: Vec<u32> = (1..=4).map(|w| home_of(w, 3)).collect();
+        assert_eq!(homes, [1, 1, 2, 3]);
+    }
 }

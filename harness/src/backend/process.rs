@@ -41,9 +41,12 @@ impl ProcessBackend {
         let mut ports = BTreeMap::new();
         // Hold every listener until all ports are chosen, so no two nodes get the same one.
         let mut held = Vec::new();
-        for n in 1..=spec.coordinators {
+        let nodes = std::iter::once(NodeName::Broker)
+            .chain((1..=spec.coordinators).map(NodeName::Coordinator))
+            .chain((1..=spec.workers).map(NodeName::Worker));
+        for node in nodes {
             let listener = TcpListener::bind("127.0.0.1:0").context("choose a free port")?;
-            ports.insert(NodeName::Coordinator(n), listener.local_addr()?.port());
+            ports.insert(node, listener.local_addr()?.port());
             held.push(listener);
         }
         drop(held);
@@ -86,9 +89,40 @@ impl ProcessBackend {
                     raft.election_min_ms.to_string(),
                     "--election-max-ms".into(),
                     raft.election_max_ms.to_string(),
+                    "--grace-ms".into(),
+                    self.spec.detector.grace_ms.to_string(),
+                    "--ping-interval-ms".into(),
+                    self.spec.detector.ping_interval_ms.to_string(),
+                    "--ping-dead-ms".into(),
+                    self.spec.detector.ping_dead_ms.to_string(),
+                    "--rest-heartbeat-timeout-ms".into(),
+                    self.spec.detector.rest_timeout_ms.to_string(),
                 ])
             }
-            other => bail!("the process backend cannot run {other} yet"),
+            NodeName::Worker(n) => {
+                let home = super::home_of(n, self.spec.coordinators);
+                // Home first, then the others in order: where the link moves when home dies.
+                let coordinators: Vec<String> = std::iter::once(home)
+                    .chain((1..=self.spec.coordinators).filter(|c| *c != home))
+                    .map(|c| self.endpoint(NodeName::Coordinator(c)))
+                    .collect();
+                Ok(vec![
+                    "worker".into(),
+                    "--worker-id".into(),
+                    node.to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{}", self.ports[&node]),
+                    "--coordinators".into(),
+                    coordinators.join(","),
+                    "--mqtt-url".into(),
+                    format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
+                ])
+            }
+            NodeName::Broker => Ok(vec![
+                "broker".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", self.ports[&node]),
+            ]),
         }
     }
 
@@ -162,9 +196,17 @@ impl Backend for ProcessBackend {
     }
 
     fn endpoint(&self, node: NodeName) -> String {
-        format!(
-            "http://127.0.0.1:{}",
-            self.ports.get(&node).copied().unwrap_or(0)
+        let port = self.ports.get(&node).copied().unwrap_or(0);
+        match node {
+            NodeName::Broker => format!("mqtt://127.0.0.1:{port}"),
+            _ => format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn mqtt(&self) -> (String, u16) {
+        (
+            "127.0.0.1".into(),
+            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
         )
     }
 

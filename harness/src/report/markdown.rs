@@ -220,6 +220,7 @@ mod tests {
                     how: "a → b".into(),
                 }],
                 bindings: Default::default(),
+                events: None,
             }],
             interrupted: false,
         };

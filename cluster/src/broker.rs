@@ -1,0 +1,224 @@
+//! The embedded MQTT broker (rumqttd, MQTT 3.1.1 only) that carries pipeline events.
+//!
+//! rumqttd keeps everything in memory: one commit log per subscription filter, capped at
+//! `max_segment_size × max_segment_count` bytes, beyond which it silently drops the oldest
+//! segment. It stores a publish only for filters that already have a subscriber (a persistent
+//! session counts, connected or not), so a pipeline must subscribe before events for it are
+//! published. Sessions (clean_session = false) survive their connection and hand their unacked
+//! messages to the next connection with the same client id; they do not survive the broker.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Largest MQTT packet body (remaining length) the broker accepts; pipelines accept as much.
+pub const DEFAULT_MAX_PAYLOAD_SIZE: usize = 1024 * 1024;
+
+/// rumqttd panics (in its router thread) on segments below 1 KiB.
+const MIN_SEGMENT_SIZE: usize = 1024;
+
+/// How long [`start`] waits for the listener to answer an MQTT CONNECT: thread start-up and a
+/// bind take milliseconds, so seconds mean the broker is not coming.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between readiness probes: short against `READY_TIMEOUT`, long enough not to spin.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// Bound of one probe's connect, write and read, so a wedged listener cannot stall `start`.
+const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Time a new TCP connection gets to send its CONNECT before rumqttd drops it: generous for a
+/// loaded machine, short enough that idle sockets cannot hold connection slots for long.
+const CONNECT_TIMEOUT_MS: u16 = 10_000;
+
+/// Pause rumqttd takes after accepting each connection (its own default), to soften storms.
+const NEXT_CONNECTION_DELAY_MS: u64 = 1;
+
+/// QoS 0 messages rumqttd hands a connection per read of a log (its default); QoS 1 reads are
+/// capped by its fixed window of 100 unacked messages per connection instead.
+const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
+
+/// Client id of the readiness probe (a clean session, so it leaves nothing behind).
+const PROBE_CLIENT_ID: &str = "cluster-broker-ready-probe";
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT 3.1.1 TCP listener; the port must be concrete (not 0), clients need to know it.
+    pub listen: SocketAddr,
+    /// Most concurrent client connections (rumqttd also preallocates this many slots).
+    pub max_connections: usize,
+    /// Bytes per in-memory log segment (one log per subscription filter).
+    pub max_segment_size: usize,
+    /// Segments kept per filter; the oldest is dropped, unread messages included, beyond it.
+    pub max_segment_count: usize,
+    /// Packets rumqttd reads from one connection in one batch before routing them (rumqttd's
+    /// `max_inflight_count`; the QoS 1 window towards a subscriber is fixed at 100 by rumqttd).
+    pub max_inflight: usize,
+    /// Largest packet body accepted from a client; a bigger one drops the connection.
+    pub max_payload_size: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            // The MQTT port, loopback only: exposing the broker is a deliberate choice.
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            // One per pipeline plus publishers and collectors: far above a test cluster's need.
+            max_connections: 1024,
+            // rumqttd's default 100 MiB: a segment is read whole, bigger ones hurt tail latency.
+            max_segment_size: 100 * 1024 * 1024,
+            // rumqttd's default 10: 1 GiB of backlog per filter before the oldest is dropped.
+            max_segment_count: 10,
+            // rumqttd's example value: batches of 100 keep the router busy without starving peers.
+            max_inflight: 100,
+            // Events are small JSON records; 1 MiB fits any sane event and bounds one packet.
+            max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
+        }
+    }
+}
+
+/// A running broker. rumqttd has no shutdown: it lives as long as the process.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    pub addr: std::net::SocketAddr,
+}
+
+/// Start rumqttd (v4 server only, no console/prometheus/metrics/bridge) on its own threads;
+/// return once `addr` answers an MQTT CONNECT (at most [`READY_TIMEOUT`]), or a clear error.
+pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
+    validate(&config)?;
+    let addr = config.listen;
+    // rumqttd only logs a failed bind from its server thread; find it out here, with its cause.
+    std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+
+    let mut broker = rumqttd::Broker::new(rumqttd_config(&config));
+    let runner = thread::Builder::new()
+        .name("mqtt-broker".to_owned())
+        .spawn(move || {
+            // Blocks for the broker's lifetime (it joins its server threads).
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "MQTT broker stopped");
+            }
+        })
+        .context("broker: spawn thread")?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if runner.is_finished() {
+            bail!("broker: rumqttd stopped during start-up on {addr} (see its log lines above)");
+        }
+        let probe = probe(addr);
+        match probe {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "broker: {addr} did not answer an MQTT CONNECT within {READY_TIMEOUT:?}: {e:#}"
+                )
+            }
+            Err(_) => thread::sleep(READY_POLL),
+        }
+    }
+    tracing::info!(%addr, "MQTT broker listening");
+    Ok(BrokerHandle { addr })
+}
+
+fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
+    if config.listen.port() == 0 {
+        bail!("broker: listen port must not be 0 (clients need to know it)");
+    }
+    if config.max_segment_size < MIN_SEGMENT_SIZE {
+        bail!(
+            "broker: max_segment_size {} is below rumqttd's minimum of {MIN_SEGMENT_SIZE} bytes",
+            config.max_segment_size
+        );
+    }
+    for (name, value) in [
+        ("max_connections", config.max_connections),
+        ("max_segment_count", config.max_segment_count),
+        ("max_inflight", config.max_inflight),
+        ("max_payload_size", config.max_payload_size),
+    ] {
+        if value == 0 {
+            bail!("broker: {name} must be at least 1");
+        }
+    }
+    Ok(())
+}
+
+fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: CONNECT_TIMEOUT_MS,
+        max_payload_size: config.max_payload_size,
+        max_inflight_count: config.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4".to_owned(),
+        listen: config.listen,
+        tls: None,
+        next_connection_delay_ms: NEXT_CONNECTION_DELAY_MS,
+        connections,
+    };
+    rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: config.max_connections,
+            max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
+            max_segment_size: config.max_segment_size,
+            max_segment_count: config.max_segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    }
+}
+
+/// One MQTT 3.1.1 handshake: CONNECT (clean session), expect CONNACK accepted, then close.
+/// A bare TCP connect would do, but rumqttd logs an error for every connection that closes
+/// before its CONNECT; and this also proves the router answers, not just the listener. No
+/// DISCONNECT: rumqttd would then process the disconnection twice (once for the packet, once
+/// for the closed socket), logging an error and possibly cutting off the next client, which
+/// reuses the connection slot; a plain close is processed once.
+fn probe(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+
+    let id = PROBE_CLIENT_ID.as_bytes();
+    let id_len = u16::try_from(id.len())?.to_be_bytes();
+    let mut body: Vec<u8> = Vec::with_capacity(12 + id.len());
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T']); // protocol name
+    body.push(4); // protocol level 3.1.1
+    body.push(0b0000_0010); // connect flags: clean session
+    body.extend_from_slice(&10u16.to_be_bytes()); // keep alive, seconds (rumqttd refuses 0)
+    body.extend_from_slice(&id_len);
+    body.extend_from_slice(id);
+    let remaining = u8::try_from(body.len()).context("probe CONNECT too long")?;
+    anyhow::ensure!(remaining < 128, "probe CONNECT needs a one-byte length");
+    let mut packet = vec![0x10, remaining];
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet)?;
+
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    match connack {
+        [0x20, 2, _, 0] => {}
+        other => bail!("unexpected answer to CONNECT: {other:02x?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! Worker routes: registration, REST heartbeats, the WebSocket link, listing and draining.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+
+use super::error::ApiJson;
+use super::{AppError, Coordinator};
+use crate::api::model::{
+    HeartbeatBody, RegisterWorker, WorkerInfo, WorkerList, WorkerStatus, WsMessage,
+};
+use crate::auth::ApiKey;
+use crate::raft::Command;
+
+type Shared = Arc<Coordinator>;
+
+/// How long a new WebSocket may take to send `Identify`.
+const IDENTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn check_key(c: &Coordinator, headers: &HeaderMap, body_key: Option<&str>) -> Result<(), AppError> {
+    if c.api_key.allows(body_key.or(ApiKey::presented(headers))) {
+        Ok(())
+    } else {
+        Err(AppError::unauthorized())
+    }
+}
+
+pub async fn register(
+    State(c): State<Shared>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterWorker>,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    check_key(&c, &headers, body.api_key.as_deref())?;
+    if !crate::api::model::is_valid_id(&body.worker_id) {
+        return Err(AppError::bad_request(
+            "invalid_worker_id",
+            "worker_id must be 1-64 of [A-Za-z0-9_.-]",
+        ));
+    }
+    let result = c
+        .write(Command::RegisterWorker {
+            worker_id: body.worker_id.clone(),
+            address: body.address.clone(),
+            capacity: body.capacity,
+            at_ms: crate::events::now_ms(),
+        })
+        .await?;
+    c.links.saw(&body.worker_id);
+    let status = if result.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({"worker_id": body.worker_id, "status": "ready"})),
+    ))
+}
+
+pub async fn rest_heartbeat(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_key(&c, &headers, None)?;
+    if !c.state.read(|a| a.state.workers.contains_key(&id)) {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "worker_not_found",
+            format!("worker '{id}' is not registered"),
+        ));
+    }
+    c.heartbeat(&id, body);
+    let assignments = c.state.read(|a| a.state.assignments(&id));
+    Ok(Json(
+        serde_json::json!({"type": "HeartbeatAck", "assignments": assignments}),
+    ))
+}
+
+pub async fn list(State(c): State<Shared>) -> Json<WorkerList> {
+    let workers = worker_infos(&c);
+    Json(WorkerList {
+        total: workers.len() as u64,
+        workers,
+    })
+}
+
+pub async fn get_one(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerInfo>, AppError> {
+    worker_infos(&c)
+        .into_iter()
+        .find(|w| w.id == id)
+        .map(Json)
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                "worker_not_found",
+                format!("worker '{id}' is not registered"),
+            )
+        })
+}
+
+pub async fn remove(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let r = c
+        .write(Command::RemoveWorker {
+            worker_id: id.clone(),
+        })
+        .await?;
+    if r.changed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "worker_not_found",
+            format!("worker '{id}' is not registered"),
+        ))
+    }
+}
+
+pub async fn drain(
+    State(c): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerInfo>, AppError> {
+    if !c.state.read(|a| a.state.workers.contains_key(&id)) {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "worker_not_found",
+            format!("worker '{id}' is not registered"),
+        ));
+    }
+    c.write(Command::SetWorkerStatus {
+        worker_id: id.clone(),
+        status: WorkerStatus::Draining,
+        at_ms: crate::events::now_ms(),
+    })
+    .await?;
+    get_one(State(c), Path(id)).await
+}
+
+pub fn worker_infos(c: &Coordinator) -> Vec<WorkerInfo> {
+    let heartbeats = c
+        .links
+        .heartbeats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    c.state.read(|a| {
+        a.state
+            .workers
+            .values()
+            .map(|w| {
+                let assigned = a.state.assignments(&w.id);
+                let running = a
+                    .state
+                    .groups
+                    .values()
+                    .flat_map(|g| &g.pipelines)
+                    .filter(|p| p.worker.as_deref() == Some(w.id.as_str()) && p.running)
+                    .count();
+                WorkerInfo {
+                    id: w.id.clone(),
+                    address: w.address.clone(),
+                    status: w.status,
+                    pipelines_running: running as u64,
+                    max_pipelines: w.capacity.max_pipelines,
+                    assigned_pipelines: assigned.into_iter().map(|a| a.pipeline_id).collect(),
+                    events_processed: heartbeats.get(&w.id).map_or(0, |h| h.events_processed),
+                    link_coordinator: w.link,
+                }
+            })
+            .collect()
+    })
+}
+
+pub async fn ws(State(c): State<Shared>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| link(c, socket))
+}
+
+async fn send(socket: &mut WebSocket, message: &WsMessage) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// One worker's WebSocket link, from Identify to close.
+async fn link(c: Shared, mut socket: WebSocket) {
+    let worker_id = match tokio::time::timeout(IDENTIFY_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<WsMessage>(&text) {
+            Ok(WsMessage::Identify { worker_id, api_key }) => {
+                if !c.api_key.allows(api_key.as_deref()) {
+                    send(
+                        &mut socket,
+                        &WsMessage::Error {
+                            message: "unauthorized: missing or wrong API key".into(),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                if !c.state.read(|a| a.state.workers.contains_key(&worker_id)) {
+                    send(
+                        &mut socket,
+                        &WsMessage::Error {
+                            message: format!("unknown worker '{worker_id}': register first"),
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                worker_id
+            }
+            _ => {
+                send(
+                    &mut socket,
+                    &WsMessage::Error {
+                        message: "expected Identify".into(),
+                    },
+                )
+                .await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let conn = c.links.open(&worker_id);
+    tracing::info!(%worker_id, conn, "worker link opened");
+    // Commit the link so other coordinators' grace timers for this worker stand down.
+    let linked = c
+        .write(Command::WorkerLinked {
+            worker_id: worker_id.clone(),
+            coordinator: c.node_id,
+            at_ms: crate::events::now_ms(),
+        })
+        .await;
+    let link_gen = match linked {
+        Ok(_) => c
+            .state
+            .read(|a| a.state.workers.get(&worker_id).map(|w| w.link_gen)),
+        Err(e) => {
+            tracing::warn!(%worker_id, "could not commit the link: {}", e.body.error);
+            None
+        }
+    };
+    let ack = WsMessage::IdentifyAck {
+        heartbeat_interval_secs: c.detector.heartbeat_interval.as_secs().max(1),
+        coordinator_id: c.node_id,
+    };
+    let mut last_sent = c.state.read(|a| a.state.assignments(&worker_id));
+    let reason = if send(&mut socket, &ack).await
+        && send(
+            &mut socket,
+            &WsMessage::Assignments {
+                assignments: last_sent.clone(),
+            },
+        )
+        .await
+    {
+        let mut changes = c.state.changes();
+        let mut ping = tokio::time::interval(c.detector.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_rx = Instant::now();
+        loop {
+            tokio::select! {
+                frame = socket.recv() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        last_rx = Instant::now();
+                        match serde_json::from_str::<WsMessage>(&text) {
+                            Ok(WsMessage::Heartbeat(body)) => {
+                                c.heartbeat(&worker_id, body);
+                                if !send(&mut socket, &WsMessage::HeartbeatAck).await {
+                                    break "send failed".to_string();
+                                }
+                            }
+                            Ok(other) => tracing::debug!(%worker_id, ?other, "ignored frame"),
+                            Err(e) => tracing::warn!(%worker_id, "bad frame: {e}"),
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break "WebSocket closed".to_string(),
+                    Some(Ok(_)) => {
+                        last_rx = Instant::now();
+                        c.links.saw(&worker_id);
+                    }
+                    Some(Err(e)) => break format!("WebSocket error: {e}"),
+                },
+                _ = ping.tick() => {
+                    if last_rx.elapsed() > c.detector.ping_dead {
+                        break format!("no frame for {} ms (ping deadline)", c.detector.ping_dead.as_millis());
+                    }
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break "ping send failed".to_string();
+                    }
+                }
+                r = changes.changed() => {
+                    if r.is_err() { break "shutting down".to_string(); }
+                    let now = c.state.read(|a| a.state.assignments(&worker_id));
+                    if now != last_sent {
+                        last_sent = now;
+                        if !send(&mut socket, &WsMessage::Assignments { assignments: last_sent.clone() }).await {
+                            break "send failed".to_string();
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        "send failed".to_string()
+    };
+    if c.links.close(&worker_id, conn) {
+        tracing::warn!(%worker_id, %reason, "worker link lost");
+        c.link_lost(worker_id, link_gen, reason);
+    }
+}

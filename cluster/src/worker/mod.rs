@@ -1,0 +1,371 @@
+//! A worker: registers with the coordinators, holds a WebSocket link to one of them (its home
+//! first, the others when it dies), sends heartbeats, and runs exactly the pipelines the
+//! committed placement names it for, at the committed epoch.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::api::model::{
+    Assignment, Capacity, HeartbeatBody, PipelineMetric, RegisterWorker, WsMessage,
+};
+use crate::auth::API_KEY_HEADER;
+use crate::pipeline::runtime::{self, PipelineSpec, RunningPipeline};
+use crate::pipeline::vpl;
+
+/// Bound of one HTTP call or WebSocket handshake to a coordinator: a live coordinator on a LAN
+/// answers in milliseconds; a dead one must not hold the worker up.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between full rounds over every coordinator when none answers.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// REST heartbeat interval while no WebSocket link is up (the seed's fallback: 3 s).
+const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    /// Coordinator base URLs, home first.
+    pub coordinators: Vec<String>,
+    pub api_key: Option<String>,
+    /// The address reported at registration.
+    pub advertise: String,
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    pub max_pipelines: u32,
+}
+
+struct Running {
+    epoch: u64,
+    pipeline: RunningPipeline,
+}
+
+struct Worker {
+    config: WorkerConfig,
+    http: reqwest::Client,
+    pipelines: Mutex<HashMap<String, Running>>,
+    /// Pipelines changed: send a heartbeat now (it reports them running).
+    changed: Notify,
+    linked_to: std::sync::Mutex<Option<String>>,
+}
+
+/// Run a worker on `listener` until `shutdown` resolves; then stop its pipelines cleanly (their
+/// persistent sessions stay in the broker for the next owner).
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.coordinators.is_empty() {
+        bail!("--coordinators is empty");
+    }
+    let worker = Arc::new(Worker {
+        http: reqwest::Client::builder()
+            .timeout(COORDINATOR_TIMEOUT)
+            .build()?,
+        config,
+        pipelines: Mutex::new(HashMap::new()),
+        changed: Notify::new(),
+        linked_to: std::sync::Mutex::new(None),
+    });
+    let app = Router::new()
+        .route("/health", get(health))
+        .with_state(worker.clone());
+    let link = tokio::spawn(worker.clone().link_loop());
+    tracing::info!(worker_id = %worker.config.worker_id, addr = %listener.local_addr()?, "worker listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    link.abort();
+    let running: Vec<Running> = worker
+        .pipelines
+        .lock()
+        .await
+        .drain()
+        .map(|(_, r)| r)
+        .collect();
+    for r in running {
+        r.pipeline.stop().await;
+    }
+    Ok(())
+}
+
+async fn health(State(w): State<Arc<Worker>>) -> Json<serde_json::Value> {
+    let pipelines = w.pipelines.lock().await;
+    let metrics: Vec<PipelineMetric> = pipelines.iter().map(|(id, r)| metric(id, r)).collect();
+    let linked = w
+        .linked_to
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Json(serde_json::json!({
+        "status": "healthy",
+        "role": "worker",
+        "worker_id": w.config.worker_id,
+        "linked_to": linked,
+        "pipelines": metrics,
+    }))
+}
+
+fn metric(id: &str, r: &Running) -> PipelineMetric {
+    let c = r.pipeline.counters();
+    PipelineMetric {
+        pipeline_id: id.to_string(),
+        epoch: r.epoch,
+        processed: c.processed,
+        emitted: c.emitted,
+        rejected: c.rejected,
+    }
+}
+
+fn ws_url(base: &str) -> String {
+    let rest = base
+        .strip_prefix("http://")
+        .map(|r| format!("ws://{r}"))
+        .unwrap_or_else(|| base.to_string());
+    format!("{}/api/v1/cluster/ws", rest.trim_end_matches('/'))
+}
+
+impl Worker {
+    async fn heartbeat_body(&self) -> HeartbeatBody {
+        let pipelines = self.pipelines.lock().await;
+        let pipeline_metrics: Vec<PipelineMetric> =
+            pipelines.iter().map(|(id, r)| metric(id, r)).collect();
+        HeartbeatBody {
+            events_processed: pipeline_metrics.iter().map(|m| m.processed).sum(),
+            pipelines_running: pipeline_metrics.len() as u64,
+            pipeline_metrics,
+        }
+    }
+
+    /// Register through any coordinator (it forwards to the leader), retrying until one accepts.
+    async fn register(&self) {
+        let body = RegisterWorker {
+            worker_id: self.config.worker_id.clone(),
+            address: self.config.advertise.clone(),
+            api_key: self.config.api_key.clone(),
+            capacity: Capacity {
+                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                pipelines_running: 0,
+                max_pipelines: self.config.max_pipelines,
+            },
+        };
+        loop {
+            for base in &self.config.coordinators {
+                let url = format!("{base}/api/v1/cluster/workers/register");
+                match self.http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(%base, "registered");
+                        return;
+                    }
+                    Ok(r) => tracing::warn!(%url, status = %r.status(), "registration refused"),
+                    Err(e) => tracing::debug!(%url, "registration failed: {e}"),
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Keep a link up: home first, then the next coordinator whenever the current one fails.
+    async fn link_loop(self: Arc<Self>) {
+        self.register().await;
+        let n = self.config.coordinators.len();
+        let mut index = 0;
+        let mut failures_in_round = 0;
+        let mut last_rest = tokio::time::Instant::now() - REST_HEARTBEAT_INTERVAL;
+        loop {
+            let base = self.config.coordinators[index].clone();
+            match self.session(&base).await {
+                Ok(reason) => {
+                    tracing::warn!(%base, %reason, "link ended; moving to the next coordinator");
+                    failures_in_round = 0;
+                }
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    tracing::debug!(%base, "link failed: {text}");
+                    if text.contains("register first") {
+                        self.register().await;
+                    }
+                    failures_in_round += 1;
+                }
+            }
+            *self.linked_to.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            index = (index + 1) % n;
+            if failures_in_round >= n {
+                // No coordinator takes a link: fall back to REST heartbeats while retrying.
+                if last_rest.elapsed() >= REST_HEARTBEAT_INTERVAL {
+                    self.rest_heartbeat().await;
+                    last_rest = tokio::time::Instant::now();
+                }
+                failures_in_round = 0;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    async fn rest_heartbeat(&self) {
+        let body = self.heartbeat_body().await;
+        for base in &self.config.coordinators {
+            let url = format!(
+                "{base}/api/v1/cluster/workers/{}/heartbeat",
+                self.config.worker_id
+            );
+            let mut request = self.http.post(&url).json(&body);
+            if let Some(key) = &self.config.api_key {
+                request = request.header(API_KEY_HEADER, key);
+            }
+            if let Ok(r) = request.send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if let Some(a) = v.get("assignments") {
+                        if let Ok(assignments) =
+                            serde_json::from_value::<Vec<Assignment>>(a.clone())
+                        {
+                            self.reconcile(assignments).await;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One WebSocket session. `Ok(reason)`: it was up and ended; `Err`: it never came up.
+    async fn session(&self, base: &str) -> anyhow::Result<String> {
+        let url = ws_url(base);
+        let (mut ws, _) =
+            tokio::time::timeout(COORDINATOR_TIMEOUT, tokio_tungstenite::connect_async(&url))
+                .await
+                .map_err(|_| anyhow!("connect {url}: timed out"))?
+                .with_context(|| format!("connect {url}"))?;
+        let identify = WsMessage::Identify {
+            worker_id: self.config.worker_id.clone(),
+            api_key: self.config.api_key.clone(),
+        };
+        ws.send(Message::Text(serde_json::to_string(&identify)?.into()))
+            .await?;
+        let interval = loop {
+            let frame = tokio::time::timeout(COORDINATOR_TIMEOUT, ws.next())
+                .await
+                .map_err(|_| anyhow!("{url}: no IdentifyAck"))?;
+            match frame {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text)? {
+                    WsMessage::IdentifyAck {
+                        heartbeat_interval_secs,
+                        ..
+                    } => break Duration::from_secs(heartbeat_interval_secs.max(1)),
+                    WsMessage::Error { message } => bail!("{url}: {message}"),
+                    other => bail!("{url}: expected IdentifyAck, got {other:?}"),
+                },
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("{url}: {e}"),
+                None => bail!("{url}: closed before IdentifyAck"),
+            }
+        };
+        tracing::info!(%base, "link up");
+        *self.linked_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(base.to_string());
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text) {
+                        Ok(WsMessage::Assignments { assignments }) => {
+                            self.reconcile(assignments).await;
+                        }
+                        Ok(WsMessage::Error { message }) => return Ok(format!("coordinator error: {message}")),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("bad frame from {base}: {e}"),
+                    },
+                    // tungstenite queues the Pong; flush so it leaves now, not with the next heartbeat.
+                    Some(Ok(Message::Ping(_))) => { let _ = ws.flush().await; }
+                    Some(Ok(Message::Close(_))) | None => return Ok("closed by coordinator".into()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Ok(format!("WebSocket error: {e}")),
+                },
+                _ = tick.tick() => {
+                    let hb = WsMessage::Heartbeat(self.heartbeat_body().await);
+                    if let Err(e) = ws.send(Message::Text(serde_json::to_string(&hb)?.into())).await {
+                        return Ok(format!("send failed: {e}"));
+                    }
+                }
+                _ = self.changed.notified() => {
+                    let hb = WsMessage::Heartbeat(self.heartbeat_body().await);
+                    if let Err(e) = ws.send(Message::Text(serde_json::to_string(&hb)?.into())).await {
+                        return Ok(format!("send failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch), so a
+    /// pipeline's session is released before anyone else's copy takes it; then start the rest.
+    async fn reconcile(&self, assignments: Vec<Assignment>) {
+        let desired: HashMap<String, Assignment> = assignments
+            .into_iter()
+            .map(|a| (a.pipeline_id.clone(), a))
+            .collect();
+        let mut pipelines = self.pipelines.lock().await;
+        let stale: Vec<String> = pipelines
+            .iter()
+            .filter(|(id, r)| {
+                desired.get(*id).map(|a| a.epoch) != Some(r.epoch) || !r.pipeline.is_running()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = !stale.is_empty();
+        for id in stale {
+            if let Some(r) = pipelines.remove(&id) {
+                tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
+                r.pipeline.stop().await;
+            }
+        }
+        for (id, a) in desired {
+            if pipelines.contains_key(&id) {
+                continue;
+            }
+            let program = match vpl::parse(&a.source) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    tracing::error!(pipeline_id = %id, "cannot run: {e}");
+                    continue;
+                }
+            };
+            let spec = PipelineSpec {
+                pipeline_id: id.clone(),
+                // The session belongs to the pipeline, not the worker: every owner uses this id.
+                client_id: format!("varpulis-{}", id.replace('/', "-")),
+                program,
+                mqtt_host: self.config.mqtt_host.clone(),
+                mqtt_port: self.config.mqtt_port,
+            };
+            match runtime::start(spec).await {
+                Ok(pipeline) => {
+                    tracing::info!(pipeline_id = %id, epoch = a.epoch, "pipeline running");
+                    pipelines.insert(
+                        id,
+                        Running {
+                            epoch: a.epoch,
+                            pipeline,
+                        },
+                    );
+                    changed = true;
+                }
+                Err(e) => tracing::error!(pipeline_id = %id, "start failed: {e:#}"),
+            }
+        }
+        drop(pipelines);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+}
