@@ -1,4 +1,4 @@
-//! `cluster`: run one node of the reference cluster (`cluster coordinator ...`).
+//! `cluster`: run one node of the reference cluster (`cluster coordinator | worker | broker ...`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -211,3 +211,47 @@ fn t30_failed_phase_exits_1_with_its_location() {
         "{error}"
     );
 }
+
+/// Phase 3 (setup first): 100 events/s flow through a worker kill; every matching event comes
+/// out exactly once, detection and failover are measured, the victim comes back.
+#[test]
+fn t40_worker_kill_under_traffic_loses_nothing() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = harness(
+        &[
+            "--phases",
+            "3",
+            "--grace-ms",
+            "500",
+            "--seed",
+            "11",
+            "--phases-dir",
+            &repo_phases().display().to_string(),
+        ],
+        out.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("latest/summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    let failover = &summary["phases"][1];
+    assert_eq!(failover["id"], "3");
+    let events = &failover["events"];
+    assert_eq!(events["lost"], 0, "{failover}");
+    assert_eq!(events["duplicated"], 0, "{failover}");
+    assert_eq!(events["unexpected"], 0, "{failover}");
+    assert_eq!(events["unknown"], 0, "{failover}");
+    // 500 burst events (250 matching) plus what the paced traffic sent through the kill.
+    assert!(events["expected"].as_u64().unwrap_or(0) > 250, "{failover}");
+    assert_eq!(events["delivered"], events["expected"], "{failover}");
+    assert_eq!(summary["timings"]["detection_ms"]["n"], 1);
+    assert_eq!(summary["timings"]["failover_ms"]["n"], 1);
+    // Failover can not beat the grace period it includes.
+    assert!(
+        summary["timings"]["failover_ms"]["min"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 500.0
+    );
+}

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::model::{
@@ -30,6 +30,8 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// REST heartbeat interval while no WebSocket link is up (the seed's fallback: 3 s).
 const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Retry interval for a pipeline that failed to start (e.g. the broker is unreachable).
+const START_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -52,7 +54,11 @@ struct Running {
 struct Worker {
     config: WorkerConfig,
     http: reqwest::Client,
-    pipelines: Mutex<HashMap<String, Running>>,
+    /// Running pipelines. Locked only for map operations, never across an await, so a slow
+    /// start or stop never holds up heartbeats (or the link's pongs).
+    pipelines: std::sync::Mutex<HashMap<String, Running>>,
+    /// The latest assignments from the coordinators; the reconciler converges to them.
+    desired: watch::Sender<Option<Vec<Assignment>>>,
     /// Pipelines changed: send a heartbeat now (it reports them running).
     changed: Notify,
     linked_to: std::sync::Mutex<Option<String>>,
@@ -73,7 +79,8 @@ pub async fn run(
             .timeout(COORDINATOR_TIMEOUT)
             .build()?,
         config,
-        pipelines: Mutex::new(HashMap::new()),
+        pipelines: std::sync::Mutex::new(HashMap::new()),
+        desired: watch::channel(None).0,
         changed: Notify::new(),
         linked_to: std::sync::Mutex::new(None),
     });
@@ -81,18 +88,14 @@ pub async fn run(
         .route("/health", get(health))
         .with_state(worker.clone());
     let link = tokio::spawn(worker.clone().link_loop());
+    let reconciler = tokio::spawn(worker.clone().reconcile_loop());
     tracing::info!(worker_id = %worker.config.worker_id, addr = %listener.local_addr()?, "worker listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     link.abort();
-    let running: Vec<Running> = worker
-        .pipelines
-        .lock()
-        .await
-        .drain()
-        .map(|(_, r)| r)
-        .collect();
+    reconciler.abort();
+    let running: Vec<Running> = worker.lock().drain().map(|(_, r)| r).collect();
     for r in running {
         r.pipeline.stop().await;
     }
@@ -100,8 +103,7 @@ pub async fn run(
 }
 
 async fn health(State(w): State<Arc<Worker>>) -> Json<serde_json::Value> {
-    let pipelines = w.pipelines.lock().await;
-    let metrics: Vec<PipelineMetric> = pipelines.iter().map(|(id, r)| metric(id, r)).collect();
+    let metrics: Vec<PipelineMetric> = w.lock().iter().map(|(id, r)| metric(id, r)).collect();
     let linked = w
         .linked_to
         .lock()
@@ -136,10 +138,13 @@ fn ws_url(base: &str) -> String {
 }
 
 impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn heartbeat_body(&self) -> HeartbeatBody {
-        let pipelines = self.pipelines.lock().await;
         let pipeline_metrics: Vec<PipelineMetric> =
-            pipelines.iter().map(|(id, r)| metric(id, r)).collect();
+            self.lock().iter().map(|(id, r)| metric(id, r)).collect();
         HeartbeatBody {
             events_processed: pipeline_metrics.iter().map(|m| m.processed).sum(),
             pipelines_running: pipeline_metrics.len() as u64,
@@ -279,7 +284,7 @@ impl Worker {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text) {
                         Ok(WsMessage::Assignments { assignments }) => {
-                            self.reconcile(assignments).await;
+                            self.desired.send_replace(Some(assignments));
                         }
                         Ok(WsMessage::Error { message }) => return Ok(format!("coordinator error: {message}")),
                         Ok(_) => {}
@@ -307,35 +312,61 @@ impl Worker {
         }
     }
 
+    /// Converge to the latest assignments whenever they change; retry failed starts.
+    async fn reconcile_loop(self: Arc<Self>) {
+        let mut rx = self.desired.subscribe();
+        let mut retry = false;
+        loop {
+            if retry {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(START_RETRY) => {}
+                }
+            } else if rx.changed().await.is_err() {
+                return;
+            }
+            let Some(assignments) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            retry = !self.reconcile(assignments).await;
+        }
+    }
+
     /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch), so a
     /// pipeline's session is released before anyone else's copy takes it; then start the rest.
-    async fn reconcile(&self, assignments: Vec<Assignment>) {
+    /// Returns false when a start failed.
+    async fn reconcile(&self, assignments: Vec<Assignment>) -> bool {
         let desired: HashMap<String, Assignment> = assignments
             .into_iter()
             .map(|a| (a.pipeline_id.clone(), a))
             .collect();
-        let mut pipelines = self.pipelines.lock().await;
-        let stale: Vec<String> = pipelines
-            .iter()
-            .filter(|(id, r)| {
-                desired.get(*id).map(|a| a.epoch) != Some(r.epoch) || !r.pipeline.is_running()
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let stale: Vec<(String, Running)> = {
+            let mut pipelines = self.lock();
+            let ids: Vec<String> = pipelines
+                .iter()
+                .filter(|(id, r)| {
+                    desired.get(*id).map(|a| a.epoch) != Some(r.epoch) || !r.pipeline.is_running()
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| pipelines.remove(&id).map(|r| (id, r)))
+                .collect()
+        };
         let mut changed = !stale.is_empty();
-        for id in stale {
-            if let Some(r) = pipelines.remove(&id) {
-                tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
-                r.pipeline.stop().await;
-            }
+        for (id, r) in stale {
+            tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
+            r.pipeline.stop().await;
         }
+        let mut all_started = true;
         for (id, a) in desired {
-            if pipelines.contains_key(&id) {
+            if self.lock().contains_key(&id) {
                 continue;
             }
             let program = match vpl::parse(&a.source) {
                 Ok(p) => Arc::new(p),
                 Err(e) => {
+                    // The coordinator validated it; a worker of another version may disagree.
                     tracing::error!(pipeline_id = %id, "cannot run: {e}");
                     continue;
                 }
@@ -343,7 +374,8 @@ impl Worker {
             let spec = PipelineSpec {
                 pipeline_id: id.clone(),
                 // The session belongs to the pipeline, not the worker: every owner uses this id.
-                client_id: format!("varpulis-{}", id.replace('/', "-")),
+                // `~` cannot appear in group or pipeline names, so ids never collide.
+                client_id: format!("varpulis~{}~{}", a.group, a.pipeline),
                 program,
                 mqtt_host: self.config.mqtt_host.clone(),
                 mqtt_port: self.config.mqtt_port,
@@ -351,7 +383,7 @@ impl Worker {
             match runtime::start(spec).await {
                 Ok(pipeline) => {
                     tracing::info!(pipeline_id = %id, epoch = a.epoch, "pipeline running");
-                    pipelines.insert(
+                    self.lock().insert(
                         id,
                         Running {
                             epoch: a.epoch,
@@ -360,12 +392,15 @@ impl Worker {
                     );
                     changed = true;
                 }
-                Err(e) => tracing::error!(pipeline_id = %id, "start failed: {e:#}"),
+                Err(e) => {
+                    tracing::error!(pipeline_id = %id, "start failed: {e:#}");
+                    all_started = false;
+                }
             }
         }
-        drop(pipelines);
         if changed {
             self.changed.notify_one();
         }
+        all_started
     }
 }

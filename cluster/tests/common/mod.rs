@@ -22,6 +22,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
+    broker: Option<(Child, u16)>,
+    workers: std::collections::BTreeMap<String, Child>,
     pub extra_args: Vec<String>,
     http: reqwest::Client,
 }
@@ -43,6 +45,8 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             ports: free_ports(3),
             children: vec![None, None, None],
+            broker: None,
+            workers: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -169,13 +173,138 @@ impl Cluster {
 
     /// Print every node's log (called before a test fails, so CI shows what the nodes did).
     pub fn dump_logs(&self) {
-        for id in 1..=3 {
-            let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
-            eprintln!(
-                "==== coordinator-{id} log ({}) ====\n{text}",
-                self.log_path(id).display()
-            );
+        let mut names: Vec<String> = (1..=3).map(|id| format!("coordinator-{id}")).collect();
+        names.extend(self.workers.keys().cloned());
+        names.push("broker".into());
+        for name in names {
+            let path = self.dir.path().join(format!("{name}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            eprintln!("==== {name} log ({}) ====\n{text}", path.display());
         }
+    }
+
+    fn spawn_logged(&self, name: &str, args: &[String]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("open log");
+        Command::new(env!("CARGO_BIN_EXE_cluster"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"))
+    }
+
+    /// Start the embedded broker (`cluster broker`) on a free port.
+    pub fn start_broker(&mut self) -> u16 {
+        let port = free_ports(1)[0];
+        let args = [
+            "broker".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        let child = self.spawn_logged("broker", &args);
+        self.broker = Some((child, port));
+        port
+    }
+
+    /// Start a worker whose link goes to `coordinators` in that order (home first).
+    pub fn start_worker(&mut self, id: &str, coordinators: &[u64]) {
+        let broker = self.broker.as_ref().expect("start the broker first").1;
+        let port = free_ports(1)[0];
+        let urls: Vec<String> = coordinators.iter().map(|c| self.url(*c)).collect();
+        let args: Vec<String> = [
+            "worker",
+            "--worker-id",
+            id,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--coordinators",
+            &urls.join(","),
+            "--api-key",
+            API_KEY,
+            "--mqtt-url",
+            &format!("mqtt://127.0.0.1:{broker}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = self.spawn_logged(id, &args);
+        self.workers.insert(id.to_string(), child);
+    }
+
+    /// SIGKILL a worker and reap it.
+    pub fn kill_worker(&mut self, id: &str) {
+        let mut child = self.workers.remove(id).expect("worker running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// GET a JSON document from coordinator `id`.
+    pub async fn get(&self, id: u64, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.url(id)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// POST JSON with the API key; returns status and body.
+    pub async fn post(
+        &self,
+        id: u64,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url(id)))
+            .header("x-api-key", API_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Poll `check` on coordinator `id`'s answer to `path` until it returns Some (bounded).
+    pub async fn wait_for<T>(
+        &self,
+        id: u64,
+        path: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}{path}", self.url(id)))
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if let Some(t) = check(&v) {
+                        return t;
+                    }
+                    last = v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.dump_logs();
+        panic!("{what}: not within {WAIT:?} (last {path} on coordinator-{id}: {last})");
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -185,6 +314,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let extra = self
+            .broker
+            .iter_mut()
+            .map(|(c, _)| c)
+            .chain(self.workers.values_mut());
+        for child in extra {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for child in self.children.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();

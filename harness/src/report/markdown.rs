@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::record::{percentiles, RunData};
+use crate::record::RunData;
 
 const TITLE: &str = "E2E Scaling + Raft Coordinator HA Test Results";
 const RULE: &str = "============================================================";
@@ -61,16 +61,23 @@ pub fn results_markdown(data: &RunData) -> String {
     let _ = writeln!(s, "```\n{}```\n", results_block(data));
 
     let _ = writeln!(s, "## Results table\n");
-    let _ = writeln!(s, "| Phase | Test | Trial | Result | Duration | Details |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| Phase | Test | Trial | Result | Duration | Delivered | Lost | Duplicated | Unexpected | Details |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for t in &data.trials {
         let details = match &t.error {
             Some(e) => format!("{} — {}", t.details, e),
             None => t.details.clone(),
         };
+        let counts = match &t.events {
+            Some(c) => format!(
+                "{}/{} | {} | {} | {}",
+                c.delivered, c.expected, c.lost, c.duplicated, c.unexpected
+            ),
+            None => "– | – | – | –".into(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {}/{} | {} | {:.1}s | {} |",
+            "| {} | {} | {}/{} | {} | {:.1}s | {counts} | {} |",
             t.id,
             t.name,
             t.trial,
@@ -84,19 +91,17 @@ pub fn results_markdown(data: &RunData) -> String {
     let _ = writeln!(s, "\nSum of phase durations: {total_s:.1}s.\n");
 
     let by_name = data.samples_by_name();
-    if !by_name.is_empty() {
+    let table = super::timing_table(data);
+    if !table.is_empty() {
         let _ = writeln!(s, "## Timings\n");
         let _ = writeln!(s, "| Figure | n | min | p50 | p90 | p99 | max |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-        for (name, samples) in &by_name {
-            let values: Vec<u64> = samples.iter().map(|x| x.value_us).collect();
-            if let Some(p) = percentiles(&values) {
-                let _ = writeln!(
-                    s,
-                    "| {name} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-                    p.n, p.min, p.p50, p.p90, p.p99, p.max
-                );
-            }
+        for (name, p) in &table {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                p.n, p.min, p.p50, p.p90, p.p99, p.max
+            );
         }
         let _ = writeln!(s, "\nPercentiles from an HDR histogram of the samples (µs, 3 significant figures); min and max exact.\n");
         let _ = writeln!(s, "### How each figure was measured\n");

@@ -74,6 +74,20 @@ pub struct SummaryPhase {
     pub details: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The trial's per-event counts, when it published events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventSummary {
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub unexpected: u64,
+    /// Publishes the broker never acknowledged: outcome unknown, never counted as lost.
+    pub unknown: u64,
 }
 
 pub fn summary(data: &RunData) -> Summary {
@@ -94,17 +108,41 @@ pub fn summary(data: &RunData) -> Summary {
                 duration_s: round3(t.duration_us as f64 / 1e6),
                 details: t.details.clone(),
                 error: t.error.clone(),
+                events: t.events.as_ref().map(|c| EventSummary {
+                    expected: c.expected,
+                    delivered: c.delivered,
+                    lost: c.lost,
+                    duplicated: c.duplicated,
+                    unexpected: c.unexpected,
+                    unknown: c.unknown,
+                }),
             })
             .collect(),
-        timings: data
-            .samples_by_name()
-            .into_iter()
-            .filter_map(|(name, samples)| {
-                let values: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
-                percentiles(&values).map(|p| (name, p))
-            })
-            .collect(),
+        timings: timing_table(data).into_iter().collect(),
     }
+}
+
+/// Every figure's percentiles: the named samples, plus `e2e_latency_ms` over every delivered
+/// event of the run (publish → first arrival at the collector).
+pub fn timing_table(data: &RunData) -> Vec<(String, Percentiles)> {
+    let mut out: Vec<(String, Percentiles)> = data
+        .samples_by_name()
+        .into_iter()
+        .filter_map(|(name, samples)| {
+            let values: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
+            percentiles(&values).map(|p| (name, p))
+        })
+        .collect();
+    let latency: Vec<u64> = data
+        .trials
+        .iter()
+        .filter_map(|t| t.events.as_ref())
+        .flat_map(|c| c.latency_us.iter().copied())
+        .collect();
+    if let Some(p) = percentiles(&latency) {
+        out.push(("e2e_latency_ms".into(), p));
+    }
+    out
 }
 
 fn round3(x: f64) -> f64 {
@@ -120,10 +158,24 @@ fn write_phases_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
         "trial",
         "status",
         "duration_s",
+        "expected",
+        "delivered",
+        "lost",
+        "duplicated",
+        "unexpected",
+        "unknown",
         "details",
         "error",
     ])?;
     for t in &data.trials {
+        let c = t.events.clone().unwrap_or_default();
+        let n = |x: u64| {
+            if t.events.is_some() {
+                x.to_string()
+            } else {
+                String::new()
+            }
+        };
         w.write_record([
             data.run_id.as_str(),
             &t.id,
@@ -131,6 +183,12 @@ fn write_phases_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
             &t.trial.to_string(),
             &t.status.to_string(),
             &format!("{:.3}", t.duration_us as f64 / 1e6),
+            &n(c.expected),
+            &n(c.delivered),
+            &n(c.lost),
+            &n(c.duplicated),
+            &n(c.unexpected),
+            &n(c.unknown),
             &t.details,
             t.error.as_deref().unwrap_or(""),
         ])?;
