@@ -624,20 +624,35 @@ impl<B: Backend> Runner<B> {
             Step::CountWs(a) => {
                 let node = self.resolve(&a.target, trial).await?.node;
                 let url = format!("{}/health", self.backend.endpoint(node));
+                let want = match (&a.expect, &a.one_less_than) {
+                    (Some(n), _) => Some(*n),
+                    (None, Some(name)) => {
+                        let before: u64 = trial
+                            .values
+                            .get(name)
+                            .and_then(|v| v.parse().ok())
+                            .with_context(|| format!("no count recorded as '{name}'"))?;
+                        Some(
+                            before
+                                .checked_sub(1)
+                                .with_context(|| format!("'{name}' is 0"))?,
+                        )
+                    }
+                    (None, None) => None,
+                };
                 let timeout = a
                     .timeout_ms
                     .map_or(self.options.leader_timeout, Duration::from_millis);
                 let deadline = tokio::time::Instant::now() + timeout;
                 let count = loop {
                     let health: Health = self.probe.get(url.clone()).await?;
-                    if a.expect.is_none_or(|e| e == health.ws_connections) {
+                    if want.is_none_or(|e| e == health.ws_connections) {
                         break health.ws_connections;
                     }
                     if tokio::time::Instant::now() >= deadline {
                         bail!(
-                            "{node} holds {} worker links, not {:?}, after {} ms",
+                            "{node} holds {} worker links, not {want:?}, after {} ms",
                             health.ws_connections,
-                            a.expect,
                             timeout.as_millis()
                         );
                     }

@@ -153,8 +153,10 @@ pub struct AwaitWsArgs {
 pub struct CountWsArgs {
     pub target: Target,
     pub bind: String,
-    /// Wait (bounded) until the count equals this, e.g. right after a kill.
+    /// Wait (bounded) until the count equals this.
     pub expect: Option<u64>,
+    /// Wait (bounded) until the count is one less than a value recorded earlier (after a kill).
+    pub one_less_than: Option<String>,
     pub timeout_ms: Option<u64>,
 }
 
