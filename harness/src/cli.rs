@@ -254,6 +254,7 @@ async fn execute(
             raft,
             poll_interval_ms: POLL_INTERVAL.as_millis() as u64,
             probe_timeout_ms: PROBE_TIMEOUT.as_millis() as u64,
+            detector: Some(backend.spec().detector),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
         },

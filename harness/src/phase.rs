@@ -155,6 +155,19 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
             }
             timings.insert(m.name.clone());
         }
+        let mark_refs: Vec<&String> = match &step {
+            Step::Hold(h) => h.since.iter().collect(),
+            Step::AssertWorkersReady(a) => a.since.iter().collect(),
+            _ => vec![],
+        };
+        for mark in mark_refs {
+            if !marks.contains(mark) {
+                return Err(fail(format!(
+                    "mark '{mark}' is not recorded by an earlier step (known: {})",
+                    sorted(&marks)
+                )));
+            }
+        }
         if let Some(name) = step.binds() {
             if !is_name(name) || !bound.insert(name.to_string()) {
                 return Err(fail(format!(
@@ -175,6 +188,12 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
     }
     if steps.is_empty() {
         return Err(err_at(0, "a phase needs at least one [[step]]".into()));
+    }
+    // `{deploy_<group>}`: whether a deploy created the group or found it deployed.
+    for step in &steps {
+        if let Step::Deploy(d) = step {
+            bound.insert(format!("deploy_{}", d.group));
+        }
     }
     // `{events}`: "delivered/expected events" of the trial, when it publishes anything.
     if steps
@@ -336,21 +355,23 @@ pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planne
             })
     };
     let mut selected = Vec::new();
-    if selection.trim() == "all" {
-        let mut numbered: Vec<(u32, usize)> = phases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.number.map(|n| (n, i)))
-            .collect();
-        numbered.sort();
-        selected = numbered.into_iter().map(|(_, i)| i).collect();
-    } else {
-        for token in selection
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            let i = find(token)?;
+    let mut numbered: Vec<(u32, usize)> = phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.number.map(|n| (n, i)))
+        .collect();
+    numbered.sort();
+    for token in selection
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let indices: Vec<usize> = if token == "all" {
+            numbered.iter().map(|(_, i)| *i).collect()
+        } else {
+            vec![find(token)?]
+        };
+        for i in indices {
             if !selected.contains(&i) {
                 selected.push(i);
             }
@@ -590,6 +611,7 @@ to = "elected"
             ]
         );
         assert_eq!(plan(&phases, "slug-restart", 1).unwrap().len(), 2);
+        assert_eq!(plan(&phases, "all,restart", 1).unwrap().len(), 4);
         let err = plan(&phases, "9", 1).unwrap_err();
         assert!(
             err.contains("unknown phase '9'; known: all, 0 (slug-0)"),

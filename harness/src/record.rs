@@ -31,6 +31,9 @@ pub struct RunSettings {
     pub raft: RaftTimings,
     pub poll_interval_ms: u64,
     pub probe_timeout_ms: u64,
+    /// Failure-detection timings given to the coordinators (absent in runs without workers).
+    #[serde(default)]
+    pub detector: Option<crate::backend::DetectorTimings>,
     pub cpu_cores: usize,
     pub harness_version: String,
 }
@@ -64,6 +67,10 @@ pub struct TrialRecord {
     pub status: Status,
     pub started_us: WallUs,
     pub duration_us: u64,
+    /// Part of the duration spent on the protocol's own clock: the union of measured
+    /// fault → recovery intervals and hold windows.
+    #[serde(default)]
+    pub floor_us: u64,
     /// The rendered detail line (`old leader: node 1, new leader: node 2, election: 5.2s`).
     pub details: String,
     /// Why the trial failed: the step, its `file:line`, and the cause.

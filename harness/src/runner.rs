@@ -85,6 +85,8 @@ struct Trial {
     window: Option<Range<u64>>,
     /// Wall-clock moment of the latest fault in this trial: server events before it are old news.
     last_fault_us: WallUs,
+    /// Intervals spent on the protocol's own clock: measured fault → recovery, hold windows.
+    floor: Vec<(WallUs, WallUs)>,
 }
 
 impl Trial {
@@ -208,7 +210,9 @@ impl<B: Backend> Runner<B> {
                 break;
             }
         }
-        let duration_us = now_us().saturating_sub(started_us);
+        let ended_us = now_us();
+        let duration_us = ended_us.saturating_sub(started_us);
+        let floor_us = union_length(&trial.floor, started_us, ended_us);
         let events = match (&self.traffic, &trial.window) {
             (Some(rig), Some(w)) => Some(
                 rig.ledger
@@ -243,6 +247,7 @@ impl<B: Backend> Runner<B> {
             },
             started_us,
             duration_us,
+            floor_us,
             details,
             error,
             steps,
@@ -418,6 +423,7 @@ impl<B: Backend> Runner<B> {
                     );
                 }
                 let value_us = to.at_us - from.at_us;
+                trial.floor.push((from.at_us, to.at_us));
                 trial.samples.push(Sample {
                     name: a.name.clone(),
                     value_us,
@@ -595,7 +601,7 @@ impl<B: Backend> Runner<B> {
                 let mut latest: Option<Mark> = None;
                 for (group, pipeline, worker, epoch) in &placed {
                     let m = self
-                        .earliest_event(since, |k| matches!(k, ClusterEventKind::PipelineRunning { group: g, pipeline: p, worker_id: w, epoch: e } if g == group && p == pipeline && w == worker && e == epoch))
+                        .earliest_event(since, |k| matches!(k, ClusterEventKind::PipelineRunning { group: g, pipeline: p, worker_id: w, epoch: e, .. } if g == group && p == pipeline && w == worker && e == epoch))
                         .await
                         .unwrap_or_else(|| Mark { at_us: now_us(), how: "first poll showing it running".into() });
                     if latest.as_ref().is_none_or(|l| m.at_us > l.at_us) {
@@ -615,11 +621,125 @@ impl<B: Backend> Runner<B> {
                 let timeout = a
                     .timeout_ms
                     .map_or(self.options.leader_timeout, Duration::from_millis);
-                let seen = self.await_ws(&a.expect, timeout).await?;
+                let seen = self.await_ws(&a.expect, a.total, timeout).await?;
                 if let Some(name) = &a.bind {
                     trial.values.insert(name.clone(), seen.clone());
                 }
                 Ok(seen)
+            }
+            Step::Hold(a) => {
+                let start = match &a.since {
+                    Some(m) => {
+                        trial
+                            .marks
+                            .get(m)
+                            .with_context(|| format!("mark '{m}' was not recorded"))?
+                            .at_us
+                    }
+                    None => now_us(),
+                };
+                let until = start + a.ms * 1000;
+                let now = now_us();
+                if until > now {
+                    tokio::time::sleep(Duration::from_micros(until - now)).await;
+                }
+                trial.floor.push((start, until));
+                Ok(format!(
+                    "held until {:.1} s after {}",
+                    a.ms as f64 / 1000.0,
+                    a.since.as_deref().unwrap_or("the step began")
+                ))
+            }
+            Step::AssertWorkersReady(a) => {
+                let list: WorkerList = self.get_any("/api/v1/cluster/workers").await?;
+                let ready = list
+                    .workers
+                    .iter()
+                    .filter(|w| w.status == WorkerStatus::Ready)
+                    .count() as u64;
+                if ready != a.count {
+                    let seen: Vec<String> = list
+                        .workers
+                        .iter()
+                        .map(|w| format!("{} {}", w.id, w.status))
+                        .collect();
+                    bail!(
+                        "{ready} of {} workers ready, want {} ({})",
+                        list.workers.len(),
+                        a.count,
+                        seen.join(", ")
+                    );
+                }
+                if let Some(m) = &a.since {
+                    let since = trial
+                        .marks
+                        .get(m)
+                        .with_context(|| format!("mark '{m}' was not recorded"))?
+                        .at_us;
+                    if let Some(mark) = self
+                        .earliest_event(since, |k| {
+                            matches!(
+                                k,
+                                ClusterEventKind::WorkerStatusChanged {
+                                    status: WorkerStatus::Unhealthy,
+                                    ..
+                                }
+                            )
+                        })
+                        .await
+                    {
+                        bail!("a worker was declared unhealthy after '{m}' ({})", mark.how);
+                    }
+                }
+                Ok(format!(
+                    "{ready} workers ready{}",
+                    a.since.as_ref().map_or(String::new(), |m| format!(
+                        ", none declared unhealthy since {m}"
+                    ))
+                ))
+            }
+            Step::AssertTopology(a) => {
+                let topology: Topology = self.get_any("/api/v1/cluster/topology").await?;
+                let workers: WorkerList = self.get_any("/api/v1/cluster/workers").await?;
+                let ready: HashSet<&str> = workers
+                    .workers
+                    .iter()
+                    .filter(|w| w.status == WorkerStatus::Ready)
+                    .map(|w| w.id.as_str())
+                    .collect();
+                let pipelines: Vec<String> = topology
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.pipelines.iter().map(move |p| (g, p)))
+                    .map(|(g, p)| {
+                        format!(
+                            "{}/{} {} on {} (epoch {})",
+                            g.group_name,
+                            p.name,
+                            p.status,
+                            p.worker_id.as_deref().unwrap_or("none"),
+                            p.epoch
+                        )
+                    })
+                    .collect();
+                let healthy = topology
+                    .groups
+                    .iter()
+                    .flat_map(|g| &g.pipelines)
+                    .filter(|p| {
+                        p.status == "running"
+                            && p.worker_id.as_deref().is_some_and(|w| ready.contains(w))
+                    })
+                    .count() as u64;
+                if pipelines.len() as u64 != a.pipelines || healthy != a.pipelines {
+                    bail!(
+                        "want {} pipelines each running on a ready worker; have {}: {}",
+                        a.pipelines,
+                        pipelines.len(),
+                        pipelines.join(", ")
+                    );
+                }
+                Ok(pipelines.join(", "))
             }
             Step::CountWs(a) => {
                 let node = self.resolve(&a.target, trial).await?.node;
@@ -1041,8 +1161,8 @@ impl<B: Backend> Runner<B> {
             .collect())
     }
 
-    /// The earliest event matching `want` with a timestamp at or after `since_us`, across the
-    /// event logs of every live coordinator.
+    /// The earliest event matching `want` decided at or after `since_us`, across the event logs
+    /// of every live coordinator.
     async fn earliest_event(
         &self,
         since_us: WallUs,
@@ -1058,7 +1178,9 @@ impl<B: Backend> Runner<B> {
                 let page = page.ok()?;
                 page.events
                     .iter()
-                    .filter(|e| e.ts_ms >= since_ms && want(&e.kind))
+                    // A node replaying or catching up applies old decisions late: judge by when
+                    // each change was decided, time it by when this node applied it.
+                    .filter(|e| e.kind.decided_ms().unwrap_or(e.ts_ms) >= since_ms && want(&e.kind))
                     .map(|e| (node, e.ts_ms))
                     .min_by_key(|(_, ts)| *ts)
             })
@@ -1228,12 +1350,27 @@ impl<B: Backend> Runner<B> {
     async fn await_ws(
         &self,
         expect: &BTreeMap<String, u64>,
+        total: Option<u64>,
         timeout: Duration,
     ) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut seen = Vec::new();
             let mut ok = true;
+            if let Some(want) = total {
+                let mut sum = 0;
+                for (node, base) in self.live_coordinators() {
+                    match self.probe.get::<Health>(format!("{base}/health")).await {
+                        Ok(h) => {
+                            sum += h.ws_connections;
+                            seen.push(format!("{node}: {} WS", h.ws_connections));
+                        }
+                        Err(_) => seen.push(format!("{node}: unreachable")),
+                    }
+                }
+                ok &= sum == want;
+                seen.push(format!("total {sum}"));
+            }
             for (name, want) in expect {
                 let target: Target = name.parse().map_err(|e: String| anyhow!(e))?;
                 let Target::Coordinator(n) = target else {
@@ -1346,6 +1483,7 @@ fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String]) -> Trial
         status: Status::Fail,
         started_us: now_us(),
         duration_us: 0,
+        floor_us: 0,
         details: format!("not run: prerequisite {} failed", names.join(", ")),
         error: Some(format!("not run: prerequisite {} failed", names.join(", "))),
         steps: vec![],
@@ -1353,6 +1491,29 @@ fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String]) -> Trial
         bindings: BTreeMap::new(),
         events: None,
     }
+}
+
+/// Total length of the union of `intervals`, clipped to [start, end].
+fn union_length(intervals: &[(WallUs, WallUs)], start: WallUs, end: WallUs) -> u64 {
+    let mut v: Vec<(WallUs, WallUs)> = intervals
+        .iter()
+        .map(|&(a, b)| (a.max(start), b.min(end)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    v.sort();
+    let mut total = 0;
+    let mut current: Option<(WallUs, WallUs)> = None;
+    for (a, b) in v {
+        current = match current {
+            Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                total += cb - ca;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    total + current.map_or(0, |(a, b)| b - a)
 }
 
 /// `worker-3` → the backend's node.
@@ -1459,6 +1620,17 @@ mod tests {
             None,
             "no quorum answered"
         );
+    }
+
+    #[test]
+    fn floor_is_the_union_of_protocol_intervals() {
+        // Two overlapping failovers count once; a hold apart adds; parts outside the trial do not.
+        let intervals = [(10, 50), (30, 60), (80, 90), (0, 12), (95, 200)];
+        assert_eq!(
+            union_length(&intervals, 5, 100),
+            (60 - 5) + (90 - 80) + (100 - 95)
+        );
+        assert_eq!(union_length(&[], 0, 100), 0);
     }
 
     #[test]

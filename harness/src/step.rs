@@ -52,12 +52,41 @@ pub enum Step {
     AwaitWorkerStatus(AwaitWorkerStatusArgs),
     /// Wait until every pipeline the (killed) worker hosted runs on another worker.
     AwaitPlacementOff(AwaitPlacementOffArgs),
-    /// Wait until coordinators hold exactly these numbers of worker links.
+    /// Wait until coordinators hold exactly these numbers of worker links (or this total).
     AwaitWsConnections(AwaitWsArgs),
     /// Record how many worker links a coordinator holds, as a value for the detail line.
     CountWs(CountWsArgs),
     /// Wait until the given coordinators answer `/health` with a known leader.
     AwaitHealthy(AwaitHealthyArgs),
+    /// Let time pass for a protocol-defined window (traffic before/after a fault). Never a
+    /// stand-in for waiting on a condition: every condition has its `await_*` step.
+    Hold(HoldArgs),
+    /// Fail unless every worker is ready now and none turned unhealthy since a mark.
+    AssertWorkersReady(AssertWorkersReadyArgs),
+    /// Fail unless exactly this many pipelines are deployed, each running on a ready worker.
+    AssertTopology(AssertTopologyArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldArgs {
+    pub ms: u64,
+    /// Hold until `ms` after this mark instead of after now.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertWorkersReadyArgs {
+    pub count: u64,
+    /// No `unhealthy` verdict may have been committed since this mark.
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertTopologyArgs {
+    pub pipelines: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,7 +171,10 @@ pub struct AwaitPlacementOffArgs {
 #[serde(deny_unknown_fields)]
 pub struct AwaitWsArgs {
     /// `coordinator-N` → number of worker links it must hold.
+    #[serde(default)]
     pub expect: std::collections::BTreeMap<String, u64>,
+    /// Total links over every live coordinator.
+    pub total: Option<u64>,
     /// Remember the observed distribution as a detail value under this name.
     pub bind: Option<String>,
     pub timeout_ms: Option<u64>,
@@ -368,6 +400,9 @@ enum Action {
     AwaitWsConnections,
     CountWs,
     AwaitHealthy,
+    Hold,
+    AssertWorkersReady,
+    AssertTopology,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -422,6 +457,9 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::AwaitWsConnections => Step::AwaitWsConnections(Deserialize::deserialize(rest)?),
             Action::CountWs => Step::CountWs(Deserialize::deserialize(rest)?),
             Action::AwaitHealthy => Step::AwaitHealthy(Deserialize::deserialize(rest)?),
+            Action::Hold => Step::Hold(Deserialize::deserialize(rest)?),
+            Action::AssertWorkersReady => Step::AssertWorkersReady(Deserialize::deserialize(rest)?),
+            Action::AssertTopology => Step::AssertTopology(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -452,6 +490,9 @@ impl Step {
             Step::AwaitWsConnections(_) => "await_ws_connections",
             Step::CountWs(_) => "count_ws",
             Step::AwaitHealthy(_) => "await_healthy",
+            Step::Hold(_) => "hold",
+            Step::AssertWorkersReady(_) => "assert_workers_ready",
+            Step::AssertTopology(_) => "assert_topology",
         }
     }
 
@@ -469,6 +510,8 @@ impl Step {
                 | Step::AwaitPlacementOff(_)
                 | Step::AwaitWsConnections(_)
                 | Step::CountWs(_)
+                | Step::AssertWorkersReady(_)
+                | Step::AssertTopology(_)
         )
     }
 
@@ -504,7 +547,10 @@ impl Step {
             | Step::TrafficStop(_)
             | Step::AwaitDelivery(_)
             | Step::AssertCounts(_)
-            | Step::AwaitWsConnections(_) => vec![],
+            | Step::AwaitWsConnections(_)
+            | Step::Hold(_)
+            | Step::AssertWorkersReady(_)
+            | Step::AssertTopology(_) => vec![],
         }
     }
 
@@ -556,6 +602,12 @@ impl fmt::Display for Step {
             Step::AwaitWorkerStatus(a) => write!(f, " {} {:?}", a.target, a.status),
             Step::AwaitPlacementOff(a) => write!(f, " {}", a.target),
             Step::CountWs(a) => write!(f, " {}", a.target),
+            Step::Hold(a) => match &a.since {
+                Some(m) => write!(f, " until {} ms after {m}", a.ms),
+                None => write!(f, " {} ms", a.ms),
+            },
+            Step::AssertWorkersReady(a) => write!(f, " {}", a.count),
+            Step::AssertTopology(a) => write!(f, " {} pipelines", a.pipelines),
             _ => Ok(()),
         }
     }

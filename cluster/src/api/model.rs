@@ -105,13 +105,20 @@ pub enum ClusterEventKind {
     /// A replicated command was applied on this node.
     CommandApplied { index: u64, command: String },
     /// A worker's committed status changed (registration, failure detection, drain, return).
+    /// `at_ms` (in every state event) is when the proposer decided it, so a node replaying or
+    /// catching up on old entries records old decisions as old.
     WorkerStatusChanged {
         worker_id: String,
         status: WorkerStatus,
         reason: String,
+        at_ms: u64,
     },
     /// A worker's WebSocket link was committed as held by `coordinator`.
-    WorkerLinked { worker_id: String, coordinator: u64 },
+    WorkerLinked {
+        worker_id: String,
+        coordinator: u64,
+        at_ms: u64,
+    },
     /// A pipeline's placement moved (committed, epoch + 1).
     MigrationStarted {
         migration_id: u64,
@@ -120,6 +127,7 @@ pub enum ClusterEventKind {
         from_worker: Option<String>,
         to_worker: String,
         epoch: u64,
+        at_ms: u64,
     },
     /// The target reported the moved pipeline running.
     MigrationFinished {
@@ -128,6 +136,7 @@ pub enum ClusterEventKind {
         pipeline: String,
         worker_id: String,
         epoch: u64,
+        at_ms: u64,
     },
     /// A worker reported a placed pipeline running (committed).
     PipelineRunning {
@@ -135,7 +144,22 @@ pub enum ClusterEventKind {
         pipeline: String,
         worker_id: String,
         epoch: u64,
+        at_ms: u64,
     },
+}
+
+impl ClusterEventKind {
+    /// When the change was decided (the proposer's clock), for state events.
+    pub fn decided_ms(&self) -> Option<u64> {
+        match self {
+            ClusterEventKind::WorkerStatusChanged { at_ms, .. }
+            | ClusterEventKind::WorkerLinked { at_ms, .. }
+            | ClusterEventKind::MigrationStarted { at_ms, .. }
+            | ClusterEventKind::MigrationFinished { at_ms, .. }
+            | ClusterEventKind::PipelineRunning { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        }
+    }
 }
 
 /// `GET /api/v1/cluster/events?since=N`.

@@ -121,6 +121,7 @@ impl ClusterState {
                     events.push(ClusterEventKind::WorkerLinked {
                         worker_id: worker_id.clone(),
                         coordinator: *coordinator,
+                        at_ms: *at_ms,
                     });
                     if w.status == WorkerStatus::Unhealthy {
                         set_status(w, WorkerStatus::Ready, "link restored", *at_ms, &mut events);
@@ -215,6 +216,7 @@ impl ClusterState {
                         pipeline: pipeline.clone(),
                         worker_id: worker_id.clone(),
                         epoch: *epoch,
+                        at_ms: *at_ms,
                     });
                     if let Some(m) = self.migrations.iter_mut().rev().find(|m| {
                         m.group == *group
@@ -230,6 +232,7 @@ impl ClusterState {
                             pipeline: pipeline.clone(),
                             worker_id: worker_id.clone(),
                             epoch: *epoch,
+                            at_ms: *at_ms,
                         });
                     }
                     true
@@ -288,6 +291,7 @@ impl ClusterState {
             from_worker: from,
             to_worker: to_worker.into(),
             epoch,
+            at_ms,
         });
         true
     }
@@ -404,6 +408,7 @@ fn set_status(
         worker_id: w.id.clone(),
         status,
         reason: reason.into(),
+        at_ms,
     });
     true
 }
