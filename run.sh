@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Build once (release), then run the harness with "$@" (default: the whole suite).
+# Release build, then the harness with "$@" (default: the whole suite). The harness picks Docker
+# when an engine answers (building the node image itself), else local processes, and prints
+# where the report is.
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo build --release -p cluster -p harness
-exec ./target/release/harness --cluster-bin ./target/release/cluster "$@"
+if [ $# -eq 0 ]; then
+  set -- --phases all
+fi
+exec cargo run --release -p harness -- "$@"

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::backend::process::{locate_cluster_bin, ProcessBackend};
+use crate::backend::docker::DockerBackend;
+use crate::backend::process::{locate_cluster_bin, locate_static_cluster_bin, ProcessBackend};
 use crate::backend::{Backend, ClusterSpec, DetectorTimings, RaftTimings};
 use crate::exit;
 use crate::phase::{self, Capabilities};
@@ -14,6 +15,7 @@ use crate::probe::PROBE_TIMEOUT;
 use crate::record::{RunData, RunSettings, Status};
 use crate::report;
 use crate::runner::{Runner, RunnerOptions, POLL_INTERVAL};
+use crate::step::Fault;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +59,9 @@ pub struct RunArgs {
     /// The `cluster` binary (default: built by cargo, or next to the harness).
     #[arg(long, env = "HARNESS_CLUSTER_BIN")]
     pub cluster_bin: Option<PathBuf>,
+    /// The statically linked `cluster` binary for the Docker image (default: built by cargo).
+    #[arg(long, env = "HARNESS_IMAGE_BIN")]
+    pub image_bin: Option<PathBuf>,
     #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
     pub heartbeat_ms: u64,
     #[arg(long, default_value_t = RaftTimings::SEED.election_min_ms)]
@@ -73,8 +78,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
+    /// Docker when an engine answers, else processes.
     Auto,
     Process,
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,9 +155,21 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("error: Raft timings must satisfy 0 < --heartbeat-ms < --election-min-ms < --election-max-ms");
         return exit::INVALID_INPUT;
     }
-    let backend_name = match args.backend {
-        // The Docker backend is not built yet; auto means processes for now.
-        BackendKind::Auto | BackendKind::Process => "process",
+    let backend_kind = match args.backend {
+        BackendKind::Auto => {
+            if crate::backend::docker::available().await {
+                BackendKind::Docker
+            } else {
+                eprintln!("harness: no Docker engine answers; using local processes");
+                BackendKind::Process
+            }
+        }
+        other => other,
+    };
+    let backend_name = if backend_kind == BackendKind::Docker {
+        "docker"
+    } else {
+        "process"
     };
     let spec = ClusterSpec {
         coordinators: 3,
@@ -167,12 +186,17 @@ pub async fn run(args: RunArgs) -> u8 {
         coordinators: spec.coordinators,
         workers: spec.workers,
         broker: true,
-        faults: vec![
-            crate::step::Fault::Kill,
-            crate::step::Fault::Stop,
-            crate::step::Fault::Pause,
-            crate::step::Fault::Restart,
-        ],
+        faults: if backend_kind == BackendKind::Docker {
+            vec![
+                Fault::Kill,
+                Fault::Stop,
+                Fault::Pause,
+                Fault::Restart,
+                Fault::Partition,
+            ]
+        } else {
+            vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart]
+        },
     };
     // Everything about the input is checked before any node starts.
     let phases = match phase::load_dir(&phases_dir, &caps) {
@@ -192,7 +216,7 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    match execute(&args, seed, &out, spec, &phases, &plan).await {
+    match execute(&args, backend_kind, seed, &out, spec, &phases, &plan).await {
         Ok((data, dir)) => finish(&args, &data, &dir, &out),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -201,11 +225,19 @@ pub async fn run(args: RunArgs) -> u8 {
     }
 }
 
-fn reproduce_command(args: &RunArgs, seed: u64) -> String {
+fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String {
+    let backend = if backend == BackendKind::Docker {
+        "docker"
+    } else {
+        "process"
+    };
     let mut cmd = format!(
-        "cargo run -p harness -- --phases {} --repeat {} --backend process --seed {seed}",
+        "cargo run -p harness -- --phases {} --repeat {} --backend {backend} --seed {seed}",
         args.phases, args.repeat
     );
+    if args.grace_ms != DetectorTimings::SEED.grace_ms {
+        cmd += &format!(" --grace-ms {}", args.grace_ms);
+    }
     let raft = (
         args.heartbeat_ms,
         args.election_min_ms,
@@ -227,27 +259,66 @@ fn reproduce_command(args: &RunArgs, seed: u64) -> String {
 
 async fn execute(
     args: &RunArgs,
+    backend_kind: BackendKind,
     seed: u64,
     out: &Path,
     spec: ClusterSpec,
     phases: &[phase::Phase],
     plan: &[phase::Planned],
 ) -> anyhow::Result<(RunData, PathBuf)> {
-    let bin = locate_cluster_bin(args.cluster_bin.clone())?;
     let now = jiff::Zoned::now();
     let run_id = format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), seed & 0xffff);
     let dir = out.join("runs").join(&run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let command = reproduce_command(args, seed);
-    eprintln!("harness: run {run_id}, seed {seed}; reproduce with: {command}");
-    let raft = spec.raft;
-    let backend = ProcessBackend::new(bin, &dir, spec)?;
-    let mut data = RunData {
+    let command = reproduce_command(args, backend_kind, seed);
+    eprintln!("harness: run {run_id} on {backend_kind:?}, seed {seed}; reproduce with: {command}");
+    let started = Started {
         run_id,
+        command,
+        now,
+    };
+    match backend_kind {
+        BackendKind::Docker => {
+            let bin = locate_static_cluster_bin(args.image_bin.clone())?;
+            let started_at = std::time::Instant::now();
+            let backend = DockerBackend::new(&bin, &dir, spec, &started.run_id).await?;
+            eprintln!(
+                "harness: image, network and containers ready in {:.1} s",
+                started_at.elapsed().as_secs_f64()
+            );
+            run_with(backend, args, seed, &dir, started, phases, plan).await
+        }
+        BackendKind::Process | BackendKind::Auto => {
+            let bin = locate_cluster_bin(args.cluster_bin.clone())?;
+            let backend = ProcessBackend::new(bin, &dir, spec)?;
+            run_with(backend, args, seed, &dir, started, phases, plan).await
+        }
+    }
+}
+
+/// Identity of a run, fixed before its backend starts.
+struct Started {
+    run_id: String,
+    command: String,
+    now: jiff::Zoned,
+}
+
+async fn run_with<B: Backend>(
+    backend: B,
+    args: &RunArgs,
+    seed: u64,
+    dir: &Path,
+    started: Started,
+    phases: &[phase::Phase],
+    plan: &[phase::Planned],
+) -> anyhow::Result<(RunData, PathBuf)> {
+    let raft = backend.spec().raft;
+    let mut data = RunData {
+        run_id: started.run_id,
         backend: backend.name().into(),
         seed,
-        started_at: now.timestamp().to_string(),
-        command,
+        started_at: started.now.timestamp().to_string(),
+        command: started.command,
         config: RunSettings {
             coordinators: backend.spec().coordinators,
             workers: backend.spec().workers,
@@ -298,8 +369,8 @@ async fn execute(
     }
     data.trials = trials;
     data.interrupted = interrupted;
-    report::save_run(&dir, &data)?;
-    Ok((data, dir))
+    report::save_run(dir, &data)?;
+    Ok((data, dir.to_path_buf()))
 }
 
 fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {

@@ -119,6 +119,8 @@ pub struct Runner<B: Backend> {
     options: RunnerOptions,
     rng: StdRng,
     traffic: Option<TrafficRig>,
+    /// Nodes cut off by `partition` and not healed yet.
+    partitioned: HashSet<NodeName>,
 }
 
 impl<B: Backend> Runner<B> {
@@ -129,6 +131,7 @@ impl<B: Backend> Runner<B> {
             rng: StdRng::seed_from_u64(options.seed),
             options,
             traffic: None,
+            partitioned: HashSet::new(),
         })
     }
 
@@ -316,14 +319,58 @@ impl<B: Backend> Runner<B> {
                 }
                 Ok(note)
             }
-            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => {
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => {
                 let binding = self.resolve(&a.target, trial).await?;
                 let node = binding.node;
+                let docker = self.backend.name() == "docker";
                 let (at, how) = match step {
-                    Step::Kill(_) => (self.backend.kill(node).await?, "SIGKILL delivered"),
-                    Step::Stop(_) => (self.backend.stop(node).await?, "SIGTERM delivered"),
-                    Step::Pause(_) => (self.backend.pause(node).await?, "SIGSTOP delivered"),
-                    _ => (self.backend.resume(node).await?, "SIGCONT delivered"),
+                    Step::Kill(_) => (
+                        self.backend.kill(node).await?,
+                        if docker {
+                            "container killed (SIGKILL)"
+                        } else {
+                            "SIGKILL delivered"
+                        },
+                    ),
+                    Step::Stop(_) => (
+                        self.backend.stop(node).await?,
+                        if docker {
+                            "container stopped (SIGTERM, then SIGKILL)"
+                        } else {
+                            "SIGTERM delivered"
+                        },
+                    ),
+                    Step::Pause(_) => (
+                        self.backend.pause(node).await?,
+                        if docker {
+                            "container paused"
+                        } else {
+                            "SIGSTOP delivered"
+                        },
+                    ),
+                    Step::Resume(_) => (
+                        self.backend.resume(node).await?,
+                        if docker {
+                            "container unpaused"
+                        } else {
+                            "SIGCONT delivered"
+                        },
+                    ),
+                    Step::Partition(_) => {
+                        let at = self.backend.partition(node).await?;
+                        self.partitioned.insert(node);
+                        (at, "disconnected from the network")
+                    }
+                    _ => {
+                        let at = self.backend.heal(node).await?;
+                        self.partitioned.remove(&node);
+                        (at, "reconnected to the network")
+                    }
                 };
                 if let Some(name) = &a.bind {
                     trial.bindings.insert(name.clone(), binding);
@@ -1066,6 +1113,9 @@ impl<B: Backend> Runner<B> {
     pub async fn heal(&mut self) -> anyhow::Result<()> {
         if let Some(handle) = self.traffic.as_mut().and_then(|r| r.paced.take()) {
             handle.stop().await?;
+        }
+        for node in std::mem::take(&mut self.partitioned) {
+            self.backend.heal(node).await?;
         }
         for node in self.backend.nodes() {
             match self.backend.state(node) {

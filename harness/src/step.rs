@@ -26,6 +26,10 @@ pub enum Step {
     Pause(FaultArgs),
     /// Undo `pause`.
     Resume(FaultArgs),
+    /// Cut a node off the cluster network (its process keeps running).
+    Partition(FaultArgs),
+    /// Undo `partition`.
+    Heal(FaultArgs),
     /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
     Restart(RestartArgs),
     /// Wait until a coordinator reports the given Raft role (and knows a leader).
@@ -384,6 +388,8 @@ enum Action {
     Stop,
     Pause,
     Resume,
+    Partition,
+    Heal,
     Restart,
     AwaitRole,
     AssertLeaderChanged,
@@ -439,6 +445,8 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::Stop => Step::Stop(Deserialize::deserialize(rest)?),
             Action::Pause => Step::Pause(Deserialize::deserialize(rest)?),
             Action::Resume => Step::Resume(Deserialize::deserialize(rest)?),
+            Action::Partition => Step::Partition(Deserialize::deserialize(rest)?),
+            Action::Heal => Step::Heal(Deserialize::deserialize(rest)?),
             Action::Restart => Step::Restart(Deserialize::deserialize(rest)?),
             Action::AwaitRole => Step::AwaitRole(Deserialize::deserialize(rest)?),
             Action::AssertLeaderChanged => {
@@ -474,6 +482,8 @@ impl Step {
             Step::Stop(_) => "stop",
             Step::Pause(_) => "pause",
             Step::Resume(_) => "resume",
+            Step::Partition(_) => "partition",
+            Step::Heal(_) => "heal",
             Step::Restart(_) => "restart",
             Step::AwaitRole(_) => "await_role",
             Step::AssertLeaderChanged(_) => "assert_leader_changed",
@@ -521,6 +531,7 @@ impl Step {
             Step::Kill(_) => Some(Fault::Kill),
             Step::Stop(_) => Some(Fault::Stop),
             Step::Pause(_) | Step::Resume(_) => Some(Fault::Pause),
+            Step::Partition(_) | Step::Heal(_) => Some(Fault::Partition),
             Step::Restart(_) => Some(Fault::Restart),
             _ => None,
         }
@@ -530,7 +541,12 @@ impl Step {
     pub fn targets(&self) -> Vec<&Target> {
         match self {
             Step::AwaitLeader(a) => a.exclude.iter().collect(),
-            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => vec![&a.target],
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => vec![&a.target],
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
@@ -558,7 +574,12 @@ impl Step {
     pub fn binds(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.bind.as_deref(),
-            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.bind.as_deref(),
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => a.bind.as_deref(),
             Step::Bind(a) => Some(&a.bind),
             Step::CountWs(a) => Some(&a.bind),
             Step::AwaitWsConnections(a) => a.bind.as_deref(),
@@ -570,7 +591,12 @@ impl Step {
     pub fn marks(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.mark.as_deref(),
-            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.mark.as_deref(),
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
             Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
@@ -588,7 +614,12 @@ impl fmt::Display for Step {
                 let names: Vec<String> = a.exclude.iter().map(Target::to_string).collect();
                 write!(f, " (not {})", names.join(", "))
             }
-            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => {
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => {
                 write!(f, " {}", a.target)
             }
             Step::Restart(a) => write!(f, " {}", a.target),

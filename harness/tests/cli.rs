@@ -32,6 +32,8 @@ fn harness(args: &[&str], out: &Path) -> Output {
         .args(args)
         .args(["--out", &out.display().to_string()])
         .args([
+            "--backend",
+            "process",
             "--heartbeat-ms",
             "50",
             "--election-min-ms",
@@ -141,6 +143,7 @@ fn t20_bad_phase_files_exit_2_before_anything_starts() {
         ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"coordinator-7\"\n", "01-bad.toml:4:1: step `kill`: unknown target 'coordinator-7'"),
         ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"leader\"\nsignal = \"TERM\"\n", "01-bad.toml:7:1: unknown field `signal`"),
         ("01-bad.toml", "id = 1\nname = \"x\"\n[[step]\n", "01-bad.toml:3:"),
+        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"partition\"\ntarget = \"worker-1\"\n", "01-bad.toml:4:1: step `partition`: the process backend cannot partition a node"),
     ];
     for (name, text, expected) in cases {
         let dir = phases_dir_with(&[("00-setup.toml", SETUP), (name, text)]);

@@ -2,6 +2,7 @@
 //! declares its capabilities, so a phase asking for a fault a backend cannot inject is refused
 //! before anything starts.
 
+pub mod docker;
 pub mod process;
 
 use std::fmt;
@@ -117,6 +118,16 @@ pub trait Backend: Send {
     fn stop(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
     fn pause(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
     fn resume(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
+    /// Cut the node off the cluster's network (only backends declaring `Fault::Partition`).
+    fn partition(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
+        let name = self.name();
+        async move { anyhow::bail!("the {name} backend cannot partition {node}") }
+    }
+    /// Undo `partition`.
+    fn heal(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
+        let name = self.name();
+        async move { anyhow::bail!("the {name} backend cannot heal {node}") }
+    }
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

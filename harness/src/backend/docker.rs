@@ -1,0 +1,628 @@
+//! The Docker backend: every node is a container of one image the harness builds itself (FROM
+//! scratch + a statically linked `cluster` binary: no registry, nothing to pull), on a private
+//! network, named as in the seed (`coordinator-1`, `worker-3`, `broker`), with the seed's ports
+//! inside (coordinators 9100, workers 9000, broker 1883) published on loopback for the harness.
+//! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again, and
+//! partitions by disconnecting a container from the network. Everything created carries the
+//! label `varpulis.harness`; a run removes its containers and network at the end (also on
+//! Ctrl-C, panic or error), and the next run first removes leftovers of a killed one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, PortBinding,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
+use crate::step::Fault;
+
+/// Label on everything the harness creates.
+pub const LABEL: &str = "varpulis.harness";
+/// Image repository of the node image; the tag is a hash of the binary.
+const IMAGE_REPO: &str = "varpulis-cluster";
+/// The Dockerfile the image is built from (the same file users build with).
+const DOCKERFILE: &str = include_str!("../../../docker/Dockerfile");
+/// Ports inside the containers, as in the seed.
+const COORDINATOR_PORT: u16 = 9100;
+const WORKER_PORT: u16 = 9000;
+const BROKER_PORT: u16 = 1883;
+/// Seconds `docker stop` waits after SIGTERM before SIGKILL.
+const STOP_GRACE_S: i32 = 5;
+/// Bound of one engine call (a ping, a kill): a local engine answers in milliseconds.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connect to the engine (`DOCKER_HOST` or the local socket) and negotiate the API version.
+pub async fn connect() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_defaults().context("connect to the Docker engine")?;
+    let docker = tokio::time::timeout(ENGINE_TIMEOUT, docker.negotiate_version())
+        .await
+        .context("the Docker engine did not answer in time")?
+        .context("negotiate the Docker API version")?;
+    tokio::time::timeout(ENGINE_TIMEOUT, docker.ping())
+        .await
+        .context("the Docker engine did not answer a ping in time")?
+        .context("ping the Docker engine")?;
+    Ok(docker)
+}
+
+/// True when an engine answers (for `--backend auto`).
+pub async fn available() -> bool {
+    connect().await.is_ok()
+}
+
+/// The host at which published ports are reached: the engine's host for `DOCKER_HOST=tcp://h:p`.
+fn published_host() -> String {
+    published_host_from(std::env::var("DOCKER_HOST").ok().as_deref())
+}
+
+fn published_host_from(docker_host: Option<&str>) -> String {
+    docker_host
+        .and_then(|h| {
+            let rest = h.strip_prefix("tcp://")?;
+            let rest = rest.trim_end_matches('/');
+            let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+            (!host.is_empty()).then(|| host.to_string())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+#[derive(Debug)]
+pub struct DockerBackend {
+    docker: Docker,
+    run_dir: PathBuf,
+    spec: ClusterSpec,
+    network: String,
+    image: String,
+    host: String,
+    ports: BTreeMap<NodeName, u16>,
+    states: BTreeMap<NodeName, NodeState>,
+    cleaned: bool,
+}
+
+impl DockerBackend {
+    /// Remove leftovers, build (or reuse) the image, create the network and every container
+    /// (not started yet).
+    pub async fn new(
+        bin: &Path,
+        run_dir: &Path,
+        spec: ClusterSpec,
+        run_id: &str,
+    ) -> anyhow::Result<Self> {
+        let docker = connect().await?;
+        remove_leftovers(&docker).await?;
+        let image = ensure_image(&docker, bin).await?;
+        let network = format!("varpulis-{run_id}");
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("create network {network}"))?;
+        std::fs::create_dir_all(run_dir.join("logs"))?;
+        let host = published_host();
+        let mut backend = DockerBackend {
+            docker,
+            run_dir: run_dir.to_path_buf(),
+            spec,
+            network,
+            image,
+            ports: BTreeMap::new(),
+            states: BTreeMap::new(),
+            host,
+            cleaned: false,
+        };
+        let nodes: Vec<NodeName> = std::iter::once(NodeName::Broker)
+            .chain((1..=backend.spec.coordinators).map(NodeName::Coordinator))
+            .chain((1..=backend.spec.workers).map(NodeName::Worker))
+            .collect();
+        // Choose every published port first, holding them, so no two nodes get the same one.
+        let held: Vec<std::net::TcpListener> = nodes
+            .iter()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        for (node, l) in nodes.iter().zip(&held) {
+            backend.ports.insert(*node, l.local_addr()?.port());
+        }
+        drop(held);
+        for node in nodes {
+            backend.create(node).await?;
+            backend.states.insert(node, NodeState::NotStarted);
+        }
+        Ok(backend)
+    }
+
+    fn inner_port(node: NodeName) -> u16 {
+        match node {
+            NodeName::Broker => BROKER_PORT,
+            NodeName::Coordinator(_) => COORDINATOR_PORT,
+            NodeName::Worker(_) => WORKER_PORT,
+        }
+    }
+
+    fn args(&self, node: NodeName) -> Vec<String> {
+        let coordinator_url = |n: u32| format!("http://coordinator-{n}:{COORDINATOR_PORT}");
+        let mut args: Vec<String> = match node {
+            NodeName::Broker => vec![
+                "broker".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{BROKER_PORT}"),
+            ],
+            NodeName::Coordinator(id) => {
+                let peers: Vec<String> = (1..=self.spec.coordinators)
+                    .map(|n| format!("{n}={}", coordinator_url(n)))
+                    .collect();
+                let (raft, d) = (self.spec.raft, self.spec.detector);
+                vec![
+                    "coordinator".into(),
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--listen".into(),
+                    format!("0.0.0.0:{COORDINATOR_PORT}"),
+                    "--peers".into(),
+                    peers.join(","),
+                    "--data-dir".into(),
+                    "/data".into(),
+                    "--heartbeat-ms".into(),
+                    raft.heartbeat_ms.to_string(),
+                    "--election-min-ms".into(),
+                    raft.election_min_ms.to_string(),
+                    "--election-max-ms".into(),
+                    raft.election_max_ms.to_string(),
+                    "--grace-ms".into(),
+                    d.grace_ms.to_string(),
+                    "--ping-interval-ms".into(),
+                    d.ping_interval_ms.to_string(),
+                    "--ping-dead-ms".into(),
+                    d.ping_dead_ms.to_string(),
+                    "--rest-heartbeat-timeout-ms".into(),
+                    d.rest_timeout_ms.to_string(),
+                ]
+            }
+            NodeName::Worker(n) => {
+                let home = super::home_of(n, self.spec.coordinators);
+                let order: Vec<String> = std::iter::once(home)
+                    .chain((1..=self.spec.coordinators).filter(|c| *c != home))
+                    .map(coordinator_url)
+                    .collect();
+                vec![
+                    "worker".into(),
+                    "--worker-id".into(),
+                    node.to_string(),
+                    "--listen".into(),
+                    format!("0.0.0.0:{WORKER_PORT}"),
+                    "--advertise".into(),
+                    format!("http://{node}:{WORKER_PORT}"),
+                    "--coordinators".into(),
+                    order.join(","),
+                    "--mqtt-url".into(),
+                    format!("mqtt://broker:{BROKER_PORT}"),
+                ]
+            }
+        };
+        args.shrink_to_fit();
+        args
+    }
+
+    async fn create(&self, node: NodeName) -> anyhow::Result<()> {
+        let name = node.to_string();
+        let inner = format!("{}/tcp", Self::inner_port(node));
+        let bind_ip = if self.host == "127.0.0.1" {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = [(
+            inner.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(bind_ip.into()),
+                host_port: Some(self.ports[&node].to_string()),
+            }]),
+        )]
+        .into();
+        let mut env = vec![format!(
+            "RUST_LOG={}",
+            std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "info,openraft=warn".into())
+        )];
+        if let Some(key) = &self.spec.api_key {
+            env.push(format!("CLUSTER_API_KEY={key}"));
+        }
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(self.args(node)),
+            env: Some(env),
+            hostname: Some(name.clone()),
+            labels: Some(labels()),
+            exposed_ports: Some(vec![inner]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(port_bindings),
+                network_mode: Some(self.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .with_context(|| format!("create container {name}"))?;
+        Ok(())
+    }
+
+    /// Save each container's logs (`logs/<node>.log`, and all in `docker-logs.txt`).
+    async fn save_logs(&self) -> anyhow::Result<()> {
+        let mut all = std::fs::File::create(self.run_dir.join("docker-logs.txt"))?;
+        for node in self.ports.keys() {
+            let name = node.to_string();
+            let mut stream = self.docker.logs(
+                &name,
+                Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+            );
+            let mut text = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(out) => text.extend_from_slice(&out.into_bytes()),
+                    Err(e) => {
+                        text.extend_from_slice(
+                            format!("\n[harness: log stream ended: {e}]\n").as_bytes(),
+                        );
+                        break;
+                    }
+                }
+            }
+            std::fs::write(self.run_dir.join("logs").join(format!("{name}.log")), &text)?;
+            writeln!(all, "===== {name} =====")?;
+            all.write_all(&text)?;
+            writeln!(all)?;
+        }
+        Ok(())
+    }
+
+    async fn engine<T>(
+        &self,
+        what: String,
+        call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> anyhow::Result<T> {
+        tokio::time::timeout(ENGINE_TIMEOUT * 10, call)
+            .await
+            .with_context(|| format!("{what}: the engine did not answer"))?
+            .with_context(|| what)
+    }
+}
+
+fn labels() -> HashMap<String, String> {
+    [(LABEL.to_string(), "1".to_string())].into()
+}
+
+fn label_filter() -> HashMap<String, Vec<String>> {
+    [("label".to_string(), vec![LABEL.to_string()])].into()
+}
+
+/// Remove containers and networks left by an earlier run that did not clean up (killed).
+pub async fn remove_leftovers(docker: &Docker) -> anyhow::Result<()> {
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&label_filter())
+                .build(),
+        ))
+        .await
+        .context("list leftover containers")?;
+    for c in containers {
+        if let Some(id) = c.id {
+            docker
+                .remove_container(
+                    &id,
+                    Some(
+                        RemoveContainerOptionsBuilder::new()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
+                )
+                .await
+                .with_context(|| format!("remove leftover container {id}"))?;
+        }
+    }
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new()
+                .filters(&label_filter())
+                .build(),
+        ))
+        .await
+        .context("list leftover networks")?;
+    for n in networks {
+        if let Some(id) = n.id {
+            docker
+                .remove_network(&id)
+                .await
+                .with_context(|| format!("remove leftover network {id}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Build the node image from `bin` unless an image of this exact binary exists; remove images
+/// of older binaries. Returns the image reference.
+async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(bin).with_context(|| format!("read {}", bin.display()))?;
+    let digest = Sha256::digest(&bytes);
+    let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let image = format!("{IMAGE_REPO}:{tag}");
+    let existing = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new()
+                .filters(&label_filter())
+                .build(),
+        ))
+        .await
+        .context("list images")?;
+    let mut have = false;
+    for img in existing {
+        if img.repo_tags.contains(&image) {
+            have = true;
+        } else {
+            // An image of an older binary: nothing uses it any more.
+            let _ = docker
+                .remove_image(
+                    &img.id,
+                    Some(RemoveImageOptionsBuilder::new().force(true).build()),
+                    None,
+                )
+                .await;
+        }
+    }
+    if have {
+        return Ok(image);
+    }
+    let started = std::time::Instant::now();
+    let mut context = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8], mode: u32| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        context.append_data(&mut header, name, data)
+    };
+    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
+    add("cluster", &bytes, 0o755)?;
+    let tar = context.into_inner()?;
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .t(&image)
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels())
+        .build();
+    let mut build = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    while let Some(info) = build.next().await {
+        let info = info.context("build the node image")?;
+        if let Some(detail) = info.error_detail {
+            bail!(
+                "build the node image: {}",
+                detail.message.unwrap_or_default()
+            );
+        }
+    }
+    eprintln!(
+        "harness: built image {image} ({:.1} MB binary) in {:.1} s",
+        bytes.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(image)
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn faults(&self) -> Vec<Fault> {
+        vec![
+            Fault::Kill,
+            Fault::Stop,
+            Fault::Pause,
+            Fault::Restart,
+            Fault::Partition,
+        ]
+    }
+
+    fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    fn nodes(&self) -> Vec<NodeName> {
+        self.ports.keys().copied().collect()
+    }
+
+    fn endpoint(&self, node: NodeName) -> String {
+        let port = self.ports.get(&node).copied().unwrap_or(0);
+        match node {
+            NodeName::Broker => format!("mqtt://{}:{port}", self.host),
+            _ => format!("http://{}:{port}", self.host),
+        }
+    }
+
+    fn mqtt(&self) -> (String, u16) {
+        (
+            self.host.clone(),
+            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
+        )
+    }
+
+    fn state(&self, node: NodeName) -> NodeState {
+        self.states
+            .get(&node)
+            .copied()
+            .unwrap_or(NodeState::NotStarted)
+    }
+
+    async fn start(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        self.engine(
+            format!("start {name}"),
+            self.docker.start_container(&name, None),
+        )
+        .await?;
+        self.states.insert(node, NodeState::Running);
+        Ok(now_us())
+    }
+
+    async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        // The engine signals the process as soon as it takes the call, then waits for the exit
+        // and cleans up (~120 ms here) before answering, and its `FinishedAt` lags the same way.
+        // So the mark is the moment the call was issued: figures measured from it are upper
+        // bounds, off by at most the engine's dispatch time.
+        let issued = now_us();
+        self.engine(
+            format!("kill {name}"),
+            self.docker.kill_container(
+                &name,
+                Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+            ),
+        )
+        .await?;
+        self.states.insert(node, NodeState::Down);
+        Ok(issued)
+    }
+
+    async fn stop(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        // SIGTERM leaves when the call is issued; the call returns once the container exited.
+        let at = now_us();
+        self.engine(
+            format!("stop {name}"),
+            self.docker.stop_container(
+                &name,
+                Some(StopContainerOptionsBuilder::new().t(STOP_GRACE_S).build()),
+            ),
+        )
+        .await?;
+        self.states.insert(node, NodeState::Down);
+        Ok(at)
+    }
+
+    async fn pause(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        // The freeze happens during the call: mark its start (figures from it are upper bounds).
+        let issued = now_us();
+        self.engine(format!("pause {name}"), self.docker.pause_container(&name))
+            .await?;
+        self.states.insert(node, NodeState::Paused);
+        Ok(issued)
+    }
+
+    async fn resume(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        self.engine(
+            format!("unpause {name}"),
+            self.docker.unpause_container(&name),
+        )
+        .await?;
+        self.states.insert(node, NodeState::Running);
+        Ok(now_us())
+    }
+
+    async fn partition(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        let issued = now_us();
+        self.engine(
+            format!("disconnect {name} from {}", self.network),
+            self.docker.disconnect_network(
+                &self.network,
+                NetworkDisconnectRequest {
+                    container: name.clone(),
+                    force: Some(true),
+                },
+            ),
+        )
+        .await?;
+        Ok(issued)
+    }
+
+    async fn heal(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        let name = node.to_string();
+        self.engine(
+            format!("connect {name} to {}", self.network),
+            self.docker.connect_network(
+                &self.network,
+                NetworkConnectRequest {
+                    container: name.clone(),
+                    endpoint_config: None,
+                },
+            ),
+        )
+        .await?;
+        Ok(now_us())
+    }
+
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        let logs = self.save_logs().await;
+        let cleanup = remove_leftovers(&self.docker).await;
+        self.cleaned = cleanup.is_ok();
+        logs.and(cleanup)
+    }
+}
+
+impl Drop for DockerBackend {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // Ctrl-C, panic or error before shutdown: remove what this run created. Drop cannot be
+        // async, so a thread with its own runtime does it, and we wait for it.
+        let handle = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let docker = connect().await.ok()?;
+                remove_leftovers(&docker).await.ok()
+            })
+        });
+        if handle.join().ok().flatten().is_none() {
+            eprintln!("harness: could not remove the run's containers; the next run removes them (label {LABEL})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_ports_are_reached_on_the_engines_host() {
+        assert_eq!(published_host_from(None), "127.0.0.1");
+        assert_eq!(
+            published_host_from(Some("unix:///var/run/docker.sock")),
+            "127.0.0.1"
+        );
+        assert_eq!(published_host_from(Some("tcp://10.0.0.7:2375")), "10.0.0.7");
+        assert_eq!(
+            published_host_from(Some("tcp://docker.lan:2376/")),
+            "docker.lan"
+        );
+    }
+}
