@@ -271,18 +271,26 @@ impl<B: Backend> Runner<B> {
                 let timeout = a
                     .timeout_ms
                     .map_or(self.options.start_timeout, Duration::from_millis);
+                // Broker and coordinators first, answering, then workers: a worker whose home
+                // coordinator is not up yet would link elsewhere and stay there.
                 let mut started = Vec::new();
-                for node in self.backend.nodes() {
-                    if matches!(
-                        self.backend.state(node),
-                        NodeState::NotStarted | NodeState::Down
-                    ) {
-                        self.backend.start(node).await?;
-                        started.push(node);
+                for workers in [false, true] {
+                    let mut wave = Vec::new();
+                    for node in self.backend.nodes() {
+                        if matches!(node, NodeName::Worker(_)) == workers
+                            && matches!(
+                                self.backend.state(node),
+                                NodeState::NotStarted | NodeState::Down
+                            )
+                        {
+                            self.backend.start(node).await?;
+                            wave.push(node);
+                        }
                     }
-                }
-                for &node in &started {
-                    self.await_answering(node, timeout).await?;
+                    for &node in &wave {
+                        self.await_answering(node, timeout).await?;
+                    }
+                    started.extend(wave);
                 }
                 if self.traffic.is_none() && self.backend.spec().workers > 0 {
                     self.traffic = Some(self.start_traffic().await?);

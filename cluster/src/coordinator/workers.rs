@@ -1,5 +1,6 @@
 //! Worker routes: registration, REST heartbeats, the WebSocket link, listing and draining.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -236,23 +237,10 @@ async fn link(c: Shared, mut socket: WebSocket) {
     };
     let conn = c.links.open(&worker_id);
     tracing::info!(%worker_id, conn, "worker link opened");
-    // Commit the link so other coordinators' grace timers for this worker stand down.
-    let linked = c
-        .write(Command::WorkerLinked {
-            worker_id: worker_id.clone(),
-            coordinator: c.node_id,
-            at_ms: crate::events::now_ms(),
-        })
-        .await;
-    let link_gen = match linked {
-        Ok(_) => c
-            .state
-            .read(|a| a.state.workers.get(&worker_id).map(|w| w.link_gen)),
-        Err(e) => {
-            tracing::warn!(%worker_id, "could not commit the link: {}", e.body.error);
-            None
-        }
-    };
+    // Commit the link (in the background: during an election that can take seconds, and the
+    // worker must not give up on the handshake) so other coordinators' grace timers stand down.
+    let commit = Arc::new(LinkCommit::default());
+    c.commit_link(&worker_id, &commit);
     let ack = WsMessage::IdentifyAck {
         heartbeat_interval_secs: c.detector.heartbeat_interval.as_secs().max(1),
         coordinator_id: c.node_id,
@@ -279,6 +267,12 @@ async fn link(c: Shared, mut socket: WebSocket) {
                         match serde_json::from_str::<WsMessage>(&text) {
                             Ok(WsMessage::Heartbeat(body)) => {
                                 c.heartbeat(&worker_id, body);
+                                // The live link keeps the committed link pointing here: a late
+                                // commit from a link this worker abandoned must not stand.
+                                let committed = c.state.read(|a| a.state.workers.get(&worker_id).and_then(|w| w.link));
+                                if committed != Some(c.node_id) {
+                                    c.commit_link(&worker_id, &commit);
+                                }
                                 if !send(&mut socket, &WsMessage::HeartbeatAck).await {
                                     break "send failed".to_string();
                                 }
@@ -317,8 +311,59 @@ async fn link(c: Shared, mut socket: WebSocket) {
     } else {
         "send failed".to_string()
     };
+    commit.closed.store(true, Ordering::SeqCst);
     if c.links.close(&worker_id, conn) {
-        tracing::warn!(%worker_id, %reason, "worker link lost");
-        c.link_lost(worker_id, link_gen, reason);
+        let link_gen = *commit.gen.lock().unwrap_or_else(|p| p.into_inner());
+        tracing::warn!(%worker_id, %reason, ?link_gen, "worker link lost");
+        match link_gen {
+            Some(g) => c.link_lost(worker_id, Some(g), reason),
+            // Never committed: not ours to judge; the leader's liveness sweep decides.
+            None => {
+                tracing::warn!(%worker_id, "link lost before it was committed; leaving the verdict to the liveness sweep")
+            }
+        }
+    }
+}
+
+/// The commit state of one WebSocket link.
+#[derive(Debug, Default)]
+struct LinkCommit {
+    /// Link generation of this link's latest committed `WorkerLinked`.
+    gen: std::sync::Mutex<Option<u64>>,
+    in_flight: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// Pause between attempts to commit a link while no leader accepts writes.
+const LINK_COMMIT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Coordinator {
+    /// Commit `WorkerLinked` for a link held here, retrying until it lands or the link closes;
+    /// at most one attempt in flight per link.
+    fn commit_link(self: &Arc<Self>, worker_id: &str, commit: &Arc<LinkCommit>) {
+        if commit.in_flight.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (c, commit, worker_id) = (self.clone(), commit.clone(), worker_id.to_string());
+        tokio::spawn(async move {
+            while !commit.closed.load(Ordering::SeqCst) {
+                let command = Command::WorkerLinked {
+                    worker_id: worker_id.clone(),
+                    coordinator: c.node_id,
+                    at_ms: crate::events::now_ms(),
+                };
+                match c.write(command).await {
+                    Ok(result) => {
+                        *commit.gen.lock().unwrap_or_else(|p| p.into_inner()) = result.link_gen;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%worker_id, "link not committed yet: {}", e.body.error);
+                        tokio::time::sleep(LINK_COMMIT_RETRY).await;
+                    }
+                }
+            }
+            commit.in_flight.store(false, Ordering::SeqCst);
+        });
     }
 }

@@ -120,6 +120,9 @@ pub struct CommandResult {
     /// `true` when the command changed the state (`false` for an idempotent repeat or a stale
     /// conditional command).
     pub changed: bool,
+    /// `WorkerLinked`: the link generation this command created.
+    #[serde(default)]
+    pub link_gen: Option<u64>,
 }
 
 /// The error openraft's RPC handlers return, carried over HTTP as JSON.

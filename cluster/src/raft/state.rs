@@ -203,6 +203,7 @@ impl ClusterState {
                         CommandResult {
                             index,
                             changed: false,
+                            link_gen: None,
                         },
                         events,
                     );
@@ -239,7 +240,20 @@ impl ClusterState {
                 }
             }
         };
-        (CommandResult { index, changed }, events)
+        let link_gen = match command {
+            Command::WorkerLinked { worker_id, .. } if changed => {
+                self.workers.get(worker_id).map(|w| w.link_gen)
+            }
+            _ => None,
+        };
+        (
+            CommandResult {
+                index,
+                changed,
+                link_gen,
+            },
+            events,
+        )
     }
 
     #[allow(clippy::too_many_arguments)] // one field per command field; a struct would only rename them

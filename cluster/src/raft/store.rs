@@ -364,6 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => CommandResult {
                         index,
                         changed: false,
+                        link_gen: None,
                     },
                     EntryPayload::Normal(command) => {
                         applied_events.push(ClusterEventKind::CommandApplied {
@@ -380,6 +381,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         CommandResult {
                             index,
                             changed: true,
+                            link_gen: None,
                         }
                     }
                 };
