@@ -77,6 +77,9 @@ pub struct TrialRecord {
     pub error: Option<String>,
     pub steps: Vec<StepRecord>,
     pub samples: Vec<Sample>,
+    /// Fault windows of this trial: each measured interval (name, from, to), wall-clock µs.
+    #[serde(default)]
+    pub windows: Vec<Window>,
     /// The ledger's counts of the events published in this trial, if any.
     #[serde(default)]
     pub events: Option<crate::traffic::Counts>,
@@ -96,6 +99,14 @@ pub struct StepRecord {
     pub ok: bool,
     /// What the step observed or why it failed.
     pub note: String,
+}
+
+/// A named interval of a trial (a fault until its recovery, or a hold), wall-clock µs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Window {
+    pub name: String,
+    pub from_us: WallUs,
+    pub to_us: WallUs,
 }
 
 /// One timing sample of a named figure (`election_ms`).

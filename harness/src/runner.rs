@@ -87,6 +87,8 @@ struct Trial {
     last_fault_us: WallUs,
     /// Intervals spent on the protocol's own clock: measured fault → recovery, hold windows.
     floor: Vec<(WallUs, WallUs)>,
+    /// Named fault → recovery windows, for the timeline.
+    windows: Vec<crate::record::Window>,
 }
 
 impl Trial {
@@ -251,6 +253,7 @@ impl<B: Backend> Runner<B> {
             started_us,
             duration_us,
             floor_us,
+            windows: trial.windows,
             details,
             error,
             steps,
@@ -479,6 +482,11 @@ impl<B: Backend> Runner<B> {
                 }
                 let value_us = to.at_us - from.at_us;
                 trial.floor.push((from.at_us, to.at_us));
+                trial.windows.push(crate::record::Window {
+                    name: a.name.trim_end_matches("_ms").to_string(),
+                    from_us: from.at_us,
+                    to_us: to.at_us,
+                });
                 trial.samples.push(Sample {
                     name: a.name.clone(),
                     value_us,
@@ -1542,6 +1550,7 @@ fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String]) -> Trial
         started_us: now_us(),
         duration_us: 0,
         floor_us: 0,
+        windows: vec![],
         details: format!("not run: prerequisite {} failed", names.join(", ")),
         error: Some(format!("not run: prerequisite {} failed", names.join(", "))),
         steps: vec![],

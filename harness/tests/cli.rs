@@ -257,6 +257,31 @@ fn t40_worker_kill_under_traffic_loses_nothing() {
             .unwrap_or(0.0)
             >= 500.0
     );
+
+    // The timeline counts every delivery of the phase once, and marks the failover window.
+    let timeline =
+        std::fs::read_to_string(out.path().join("latest/timeline.csv")).expect("timeline.csv");
+    let rows: Vec<Vec<&str>> = timeline
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<&str>>())
+        .filter(|r| r[0] == "3")
+        .collect();
+    let deliveries: u64 = rows.iter().map(|r| r[3].parse::<u64>().unwrap_or(0)).sum();
+    assert_eq!(Some(deliveries), events["delivered"].as_u64(), "{timeline}");
+    // A failover window of at least the 500 ms grace: at least 5 buckets of 100 ms.
+    let shaded = rows.iter().filter(|r| r[4].contains("failover")).count();
+    assert!(shaded >= 5, "{timeline}");
+    let per_pipeline =
+        std::fs::read_to_string(out.path().join("latest/events.csv")).expect("events.csv");
+    assert_eq!(
+        per_pipeline
+            .lines()
+            .filter(|l| l.starts_with("3,1,sensor_filter_"))
+            .count(),
+        3,
+        "{per_pipeline}"
+    );
 }
 
 /// Leader kill (writes through a follower, workers keep their links), recovery (idempotent

@@ -260,6 +260,7 @@ mod tests {
                 started_us: 0,
                 duration_us: 6_100_000,
                 floor_us: 5_200_000,
+                windows: vec![],
                 details: "old leader: node 1, new leader: node 2, election: 5.2s".into(),
                 error: None,
                 steps: vec![],

@@ -27,6 +27,80 @@ pub fn write_all(dir: &Path, data: &RunData) -> anyhow::Result<()> {
     write_phases_csv(&dir.join("phases.csv"), data)?;
     write_steps_csv(&dir.join("steps.csv"), data)?;
     write_timings_csv(&dir.join("timings.csv"), data)?;
+    write_events_csv(&dir.join("events.csv"), data)?;
+    write_timeline_csv(&dir.join("timeline.csv"), data)?;
+    Ok(())
+}
+
+/// Width of a timeline bucket.
+pub const TIMELINE_BUCKET_US: u64 = 100_000;
+
+/// `events.csv`: per trial and pipeline, the ledger's counts.
+fn write_events_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record([
+        "phase",
+        "trial",
+        "pipeline",
+        "expected",
+        "delivered",
+        "lost",
+        "duplicated",
+        "unexpected",
+    ])?;
+    for t in &data.trials {
+        let Some(c) = &t.events else { continue };
+        for (pipeline, p) in &c.per_pipeline {
+            w.write_record([
+                t.id.as_str(),
+                &t.trial.to_string(),
+                pipeline,
+                &p.expected.to_string(),
+                &p.delivered.to_string(),
+                &p.lost.to_string(),
+                &p.duplicated.to_string(),
+                &p.unexpected.to_string(),
+            ])?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `timeline.csv`: deliveries per 100 ms of each trial, with the fault windows active in each
+/// bucket (`failover`, `election`, ...), so a plot can shade them.
+fn write_timeline_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["phase", "trial", "t_ms", "deliveries", "fault_windows"])?;
+    for t in &data.trials {
+        let Some(c) = &t.events else { continue };
+        let buckets = t.duration_us.div_ceil(TIMELINE_BUCKET_US).max(1);
+        let mut counts = vec![0u64; buckets as usize];
+        for &at in &c.delivered_at_us {
+            let i = at.saturating_sub(t.started_us) / TIMELINE_BUCKET_US;
+            if let Some(n) = counts.get_mut(i as usize) {
+                *n += 1;
+            }
+        }
+        for (i, n) in counts.iter().enumerate() {
+            let from = t.started_us + i as u64 * TIMELINE_BUCKET_US;
+            let to = from + TIMELINE_BUCKET_US;
+            let active: Vec<&str> = t
+                .windows
+                .iter()
+                .filter(|win| win.from_us < to && win.to_us > from)
+                .map(|win| win.name.as_str())
+                .collect();
+            w.write_record([
+                t.id.as_str(),
+                &t.trial.to_string(),
+                &(i as u64 * TIMELINE_BUCKET_US / 1000).to_string(),
+                &n.to_string(),
+                &active.join(";"),
+            ])?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 

@@ -134,6 +134,9 @@ pub struct Counts {
     pub malformed: u64,
     /// First well-formed delivery minus send time, per delivered expected seq, in seq order.
     pub latency_us: Vec<u64>,
+    /// Wall-clock µs of each first well-formed delivery, in seq order (for the timeline).
+    #[serde(default)]
+    pub delivered_at_us: Vec<u64>,
     /// The same tallies split by the pipeline that handles each seq.
     pub per_pipeline: BTreeMap<String, PipelineCounts>,
 }
@@ -239,6 +242,7 @@ impl Ledger {
                             counts
                                 .latency_us
                                 .push(at_us.saturating_sub(publication.sent_at_us));
+                            counts.delivered_at_us.push(at_us);
                         }
                         None => {
                             counts.lost += 1;
