@@ -158,66 +158,14 @@ impl DockerBackend {
 
     fn args(&self, node: NodeName) -> Vec<String> {
         let coordinator_url = |n: u32| format!("http://coordinator-{n}:{COORDINATOR_PORT}");
-        let mut args: Vec<String> = match node {
-            NodeName::Broker => vec![
-                "broker".into(),
-                "--listen".into(),
-                format!("0.0.0.0:{BROKER_PORT}"),
-            ],
-            NodeName::Coordinator(id) => {
-                let peers: Vec<String> = (1..=self.spec.coordinators)
-                    .map(|n| format!("{n}={}", coordinator_url(n)))
-                    .collect();
-                let (raft, d) = (self.spec.raft, self.spec.detector);
-                vec![
-                    "coordinator".into(),
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--listen".into(),
-                    format!("0.0.0.0:{COORDINATOR_PORT}"),
-                    "--peers".into(),
-                    peers.join(","),
-                    "--data-dir".into(),
-                    "/data".into(),
-                    "--heartbeat-ms".into(),
-                    raft.heartbeat_ms.to_string(),
-                    "--election-min-ms".into(),
-                    raft.election_min_ms.to_string(),
-                    "--election-max-ms".into(),
-                    raft.election_max_ms.to_string(),
-                    "--grace-ms".into(),
-                    d.grace_ms.to_string(),
-                    "--ping-interval-ms".into(),
-                    d.ping_interval_ms.to_string(),
-                    "--ping-dead-ms".into(),
-                    d.ping_dead_ms.to_string(),
-                    "--rest-heartbeat-timeout-ms".into(),
-                    d.rest_timeout_ms.to_string(),
-                ]
-            }
-            NodeName::Worker(n) => {
-                let home = super::home_of(n, self.spec.coordinators);
-                let order: Vec<String> = std::iter::once(home)
-                    .chain((1..=self.spec.coordinators).filter(|c| *c != home))
-                    .map(coordinator_url)
-                    .collect();
-                vec![
-                    "worker".into(),
-                    "--worker-id".into(),
-                    node.to_string(),
-                    "--listen".into(),
-                    format!("0.0.0.0:{WORKER_PORT}"),
-                    "--advertise".into(),
-                    format!("http://{node}:{WORKER_PORT}"),
-                    "--coordinators".into(),
-                    order.join(","),
-                    "--mqtt-url".into(),
-                    format!("mqtt://broker:{BROKER_PORT}"),
-                ]
-            }
+        let addressing = super::Addressing {
+            listen: format!("0.0.0.0:{}", Self::inner_port(node)),
+            coordinator_url: &coordinator_url,
+            mqtt_url: format!("mqtt://broker:{BROKER_PORT}"),
+            data_dir: "/data".into(),
+            advertise: Some(format!("http://{node}:{WORKER_PORT}")),
         };
-        args.shrink_to_fit();
-        args
+        super::node_args(&self.spec, node, &addressing)
     }
 
     async fn create(&self, node: NodeName) -> anyhow::Result<()> {

@@ -132,6 +132,82 @@ pub trait Backend: Send {
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// How one backend addresses things, for [`node_args`].
+pub struct Addressing<'a> {
+    /// The address the node listens on.
+    pub listen: String,
+    /// Base URL of coordinator N as the node reaches it.
+    pub coordinator_url: &'a dyn Fn(u32) -> String,
+    /// The broker as the node reaches it (`mqtt://host:port`).
+    pub mqtt_url: String,
+    /// A coordinator's data dir.
+    pub data_dir: String,
+    /// The URL a worker reports at registration (default: derived from `listen`).
+    pub advertise: Option<String>,
+}
+
+/// The `cluster` command line of a node: the same flags on every backend, only addresses differ.
+pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<String> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    match node {
+        NodeName::Broker => strings(&["broker", "--listen", &a.listen]),
+        NodeName::Coordinator(id) => {
+            let peers: Vec<String> = (1..=spec.coordinators)
+                .map(|n| format!("{n}={}", (a.coordinator_url)(n)))
+                .collect();
+            let (r, d) = (spec.raft, spec.detector);
+            strings(&[
+                "coordinator",
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                &a.listen,
+                "--peers",
+                &peers.join(","),
+                "--data-dir",
+                &a.data_dir,
+                "--heartbeat-ms",
+                &r.heartbeat_ms.to_string(),
+                "--election-min-ms",
+                &r.election_min_ms.to_string(),
+                "--election-max-ms",
+                &r.election_max_ms.to_string(),
+                "--grace-ms",
+                &d.grace_ms.to_string(),
+                "--ping-interval-ms",
+                &d.ping_interval_ms.to_string(),
+                "--ping-dead-ms",
+                &d.ping_dead_ms.to_string(),
+                "--rest-heartbeat-timeout-ms",
+                &d.rest_timeout_ms.to_string(),
+            ])
+        }
+        NodeName::Worker(n) => {
+            let home = home_of(n, spec.coordinators);
+            // Home first, then the others in order: where the link moves when home dies.
+            let order: Vec<String> = std::iter::once(home)
+                .chain((1..=spec.coordinators).filter(|c| *c != home))
+                .map(|c| (a.coordinator_url)(c))
+                .collect();
+            let mut args = strings(&[
+                "worker",
+                "--worker-id",
+                &node.to_string(),
+                "--listen",
+                &a.listen,
+                "--coordinators",
+                &order.join(","),
+                "--mqtt-url",
+                &a.mqtt_url,
+            ]);
+            if let Some(url) = &a.advertise {
+                args.extend(strings(&["--advertise", url]));
+            }
+            args
+        }
+    }
+}
+
 /// The coordinator a worker links to first, as in the seed: workers 1 and 2 on coordinator-1,
 /// worker 3 on coordinator-2, worker 4 on coordinator-3 (further workers round-robin).
 pub fn home_of(worker: u32, coordinators: u32) -> u32 {

@@ -63,67 +63,20 @@ impl ProcessBackend {
     }
 
     fn args(&self, node: NodeName) -> anyhow::Result<Vec<String>> {
-        match node {
-            NodeName::Coordinator(id) => {
-                let peers: Vec<String> = (1..=self.spec.coordinators)
-                    .map(|n| format!("{n}={}", self.endpoint(NodeName::Coordinator(n))))
-                    .collect();
-                let raft = self.spec.raft;
-                Ok(vec![
-                    "coordinator".into(),
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{}", self.ports[&node]),
-                    "--peers".into(),
-                    peers.join(","),
-                    "--data-dir".into(),
-                    self.run_dir
-                        .join("data")
-                        .join(node.to_string())
-                        .display()
-                        .to_string(),
-                    "--heartbeat-ms".into(),
-                    raft.heartbeat_ms.to_string(),
-                    "--election-min-ms".into(),
-                    raft.election_min_ms.to_string(),
-                    "--election-max-ms".into(),
-                    raft.election_max_ms.to_string(),
-                    "--grace-ms".into(),
-                    self.spec.detector.grace_ms.to_string(),
-                    "--ping-interval-ms".into(),
-                    self.spec.detector.ping_interval_ms.to_string(),
-                    "--ping-dead-ms".into(),
-                    self.spec.detector.ping_dead_ms.to_string(),
-                    "--rest-heartbeat-timeout-ms".into(),
-                    self.spec.detector.rest_timeout_ms.to_string(),
-                ])
-            }
-            NodeName::Worker(n) => {
-                let home = super::home_of(n, self.spec.coordinators);
-                // Home first, then the others in order: where the link moves when home dies.
-                let coordinators: Vec<String> = std::iter::once(home)
-                    .chain((1..=self.spec.coordinators).filter(|c| *c != home))
-                    .map(|c| self.endpoint(NodeName::Coordinator(c)))
-                    .collect();
-                Ok(vec![
-                    "worker".into(),
-                    "--worker-id".into(),
-                    node.to_string(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{}", self.ports[&node]),
-                    "--coordinators".into(),
-                    coordinators.join(","),
-                    "--mqtt-url".into(),
-                    format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
-                ])
-            }
-            NodeName::Broker => Ok(vec![
-                "broker".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{}", self.ports[&node]),
-            ]),
-        }
+        let coordinator_url = |n: u32| self.endpoint(NodeName::Coordinator(n));
+        let addressing = super::Addressing {
+            listen: format!("127.0.0.1:{}", self.ports[&node]),
+            coordinator_url: &coordinator_url,
+            mqtt_url: format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
+            data_dir: self
+                .run_dir
+                .join("data")
+                .join(node.to_string())
+                .display()
+                .to_string(),
+            advertise: None,
+        };
+        Ok(super::node_args(&self.spec, node, &addressing))
     }
 
     fn log_file(&self, node: NodeName) -> anyhow::Result<File> {
@@ -334,16 +287,8 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
         }
         bail!("cluster binary {} does not exist", path.display());
     }
-    let exe = std::env::current_exe().context("locate the harness executable")?;
-    let dir = exe
-        .parent()
-        .context("the harness executable has no directory")?;
-    // target/<profile>/harness, or target/<profile>/deps/<test> for test binaries.
-    let profile_dir = if dir.ends_with("deps") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
+    let profile_dir = profile_dir()?;
+    let profile_dir = profile_dir.as_path();
     let candidate = profile_dir.join("cluster");
     if let Ok(cargo) = std::env::var("CARGO") {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -386,15 +331,7 @@ pub fn locate_static_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<Pa
         bail!("image binary {} does not exist", path.display());
     }
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let exe = std::env::current_exe().context("locate the harness executable")?;
-    let dir = exe
-        .parent()
-        .context("the harness executable has no directory")?;
-    let profile_dir = if dir.ends_with("deps") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
+    let profile_dir = profile_dir()?;
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -436,4 +373,19 @@ pub fn locate_static_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<Pa
             candidate.display()
         )
     }
+}
+
+/// `target/<profile>`: where the harness executable lives (`target/<profile>/harness`, or
+/// `target/<profile>/deps/<test>` for test binaries).
+fn profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the harness executable")?;
+    let dir = exe
+        .parent()
+        .context("the harness executable has no directory")?;
+    Ok(if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    }
+    .to_path_buf())
 }
