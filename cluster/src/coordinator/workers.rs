@@ -210,7 +210,7 @@ async fn link(c: Shared, mut socket: WebSocket) {
                     .await;
                     return;
                 }
-                if !c.state.read(|a| a.state.workers.contains_key(&worker_id)) {
+                if !c.knows_worker_soon(&worker_id).await {
                     send(
                         &mut socket,
                         &WsMessage::Error {
@@ -289,12 +289,14 @@ async fn link(c: Shared, mut socket: WebSocket) {
                     Some(Err(e)) => break format!("WebSocket error: {e}"),
                 },
                 _ = ping.tick() => {
-                    if last_rx.elapsed() > c.detector.ping_dead {
-                        break format!("no frame for {} ms (ping deadline)", c.detector.ping_dead.as_millis());
-                    }
                     if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                         break "ping send failed".to_string();
                     }
+                }
+                // The deadline fires exactly `ping_dead` after the last frame, not at the next
+                // ping tick: a hung worker is declared dead within the deadline itself.
+                _ = tokio::time::sleep_until((last_rx + c.detector.ping_dead).into()) => {
+                    break format!("no frame for {} ms (ping deadline)", c.detector.ping_dead.as_millis());
                 }
                 r = changes.changed() => {
                     if r.is_err() { break "shutting down".to_string(); }
@@ -334,10 +336,30 @@ struct LinkCommit {
     closed: AtomicBool,
 }
 
+/// How long an Identify from an unknown worker waits for this node to apply its registration
+/// (committed through the leader, possibly not applied here yet).
+const REGISTRATION_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Pause between attempts to commit a link while no leader accepts writes.
 const LINK_COMMIT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Coordinator {
+    /// True when `worker_id` is registered here, waiting (bounded) for this node to apply a
+    /// registration the leader may have committed a moment ago.
+    async fn knows_worker_soon(&self, worker_id: &str) -> bool {
+        let mut changes = self.state.changes();
+        let deadline = tokio::time::Instant::now() + REGISTRATION_CATCH_UP;
+        loop {
+            if self.state.read(|a| a.state.workers.contains_key(worker_id)) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Commit `WorkerLinked` for a link held here, retrying until it lands or the link closes;
     /// at most one attempt in flight per link.
     fn commit_link(self: &Arc<Self>, worker_id: &str, commit: &Arc<LinkCommit>) {

@@ -30,6 +30,8 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// REST heartbeat interval while no WebSocket link is up (the seed's fallback: 3 s).
 const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Re-registrations in a row before moving on to the next coordinator anyway.
+const MAX_REREGISTRATIONS: u32 = 3;
 /// Retry interval for a pipeline that failed to start (e.g. the broker is unreachable).
 const START_RETRY: Duration = Duration::from_millis(500);
 
@@ -186,6 +188,7 @@ impl Worker {
         let n = self.config.coordinators.len();
         let mut index = 0;
         let mut failures_in_round = 0;
+        let mut reregistrations = 0;
         let mut last_rest = tokio::time::Instant::now() - REST_HEARTBEAT_INTERVAL;
         loop {
             let base = self.config.coordinators[index].clone();
@@ -193,12 +196,17 @@ impl Worker {
                 Ok(reason) => {
                     tracing::warn!(%base, %reason, "link ended; moving to the next coordinator");
                     failures_in_round = 0;
+                    reregistrations = 0;
                 }
                 Err(e) => {
                     let text = format!("{e:#}");
                     tracing::debug!(%base, "link failed: {text}");
-                    if text.contains("register first") {
+                    if text.contains("register first") && reregistrations < MAX_REREGISTRATIONS {
+                        // Registered, but this coordinator does not know it (yet): register
+                        // again and retry the same coordinator, so the link stays home.
+                        reregistrations += 1;
                         self.register().await;
+                        continue;
                     }
                     failures_in_round += 1;
                 }
