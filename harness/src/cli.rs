@@ -15,7 +15,6 @@ use crate::probe::PROBE_TIMEOUT;
 use crate::record::{RunData, RunSettings, Status};
 use crate::report;
 use crate::runner::{Runner, RunnerOptions, POLL_INTERVAL};
-use crate::step::Fault;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -186,16 +185,11 @@ pub async fn run(args: RunArgs) -> u8 {
         coordinators: spec.coordinators,
         workers: spec.workers,
         broker: true,
+        // The backend's own list, checked before it exists: nothing starts for a refused phase.
         faults: if backend_kind == BackendKind::Docker {
-            vec![
-                Fault::Kill,
-                Fault::Stop,
-                Fault::Pause,
-                Fault::Restart,
-                Fault::Partition,
-            ]
+            crate::backend::docker::FAULTS.to_vec()
         } else {
-            vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart]
+            crate::backend::process::FAULTS.to_vec()
         },
     };
     // Everything about the input is checked before any node starts.

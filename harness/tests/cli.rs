@@ -48,6 +48,13 @@ fn harness(args: &[&str], out: &Path) -> Output {
         .expect("run harness")
 }
 
+/// The `summary.json` of the latest run written under `out`.
+fn read_summary(out: &Path) -> Value {
+    let path = out.join("latest/summary.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn show(output: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -83,9 +90,7 @@ fn t10_coordinator_failover_repeats_and_reports() {
     );
 
     let latest = out.path().join("latest");
-    let summary: Value =
-        serde_json::from_slice(&std::fs::read(latest.join("summary.json")).expect("summary.json"))
-            .expect("summary is JSON");
+    let summary = read_summary(out.path());
     assert_eq!(summary["seed"], 7);
     assert_eq!(summary["backend"], "process");
     let phases = summary["phases"].as_array().expect("phases");
@@ -202,10 +207,7 @@ fn t30_failed_phase_exits_1_with_its_location() {
         out.path(),
     );
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
-    let summary: Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("latest/summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let summary = read_summary(out.path());
     assert_eq!(summary["phases"][0]["status"], "PASS");
     assert_eq!(summary["phases"][1]["status"], "FAIL");
     let error = summary["phases"][1]["error"].as_str().expect("error");
@@ -234,10 +236,7 @@ fn t40_worker_kill_under_traffic_loses_nothing() {
         out.path(),
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let summary: Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("latest/summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let summary = read_summary(out.path());
     let failover = &summary["phases"][1];
     assert_eq!(failover["id"], "3");
     let events = &failover["events"];
@@ -304,10 +303,7 @@ fn t50_coordinator_faults_and_full_restart_lose_nothing() {
         out.path(),
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let summary: Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("latest/summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let summary = read_summary(out.path());
     let ids: Vec<&str> = summary["phases"]
         .as_array()
         .expect("phases")

@@ -30,6 +30,15 @@ use sha2::{Digest, Sha256};
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
+/// Faults the Docker backend injects.
+pub const FAULTS: &[Fault] = &[
+    Fault::Kill,
+    Fault::Stop,
+    Fault::Pause,
+    Fault::Restart,
+    Fault::Partition,
+];
+
 /// Label on everything the harness creates.
 pub const LABEL: &str = "varpulis.harness";
 /// Image repository of the node image; the tag is a hash of the binary.
@@ -386,13 +395,7 @@ impl Backend for DockerBackend {
     }
 
     fn faults(&self) -> Vec<Fault> {
-        vec![
-            Fault::Kill,
-            Fault::Stop,
-            Fault::Pause,
-            Fault::Restart,
-            Fault::Partition,
-        ]
+        FAULTS.to_vec()
     }
 
     fn spec(&self) -> &ClusterSpec {

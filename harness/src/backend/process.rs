@@ -19,6 +19,9 @@ use nix::unistd::Pid;
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
+/// Faults the process backend injects (partitions need a proxy or namespaces: not yet).
+pub const FAULTS: &[Fault] = &[Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart];
+
 /// How long a SIGTERMed node may take to exit before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for a signalled process to exit.
@@ -137,7 +140,7 @@ impl Backend for ProcessBackend {
     }
 
     fn faults(&self) -> Vec<Fault> {
-        vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart]
+        FAULTS.to_vec()
     }
 
     fn spec(&self) -> &ClusterSpec {
