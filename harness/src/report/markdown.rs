@@ -119,16 +119,13 @@ pub fn results_markdown(data: &RunData) -> String {
             let mut hows: Vec<&str> = samples.iter().map(|x| x.how.as_str()).collect();
             hows.sort();
             hows.dedup();
-            let _ = writeln!(
-                s,
-                "- **{name}**: from the first to the second of: {}.",
-                hows.join("; or ")
-            );
+            let _ = writeln!(s, "- **{name}** (start → end): {}.", hows.join("; or "));
         }
         let _ = writeln!(
             s,
-            "\nMarks are wall-clock instants on this machine: a fault's mark is taken when the signal or API call returns; \
-             a leader's mark is the earliest `leader_changed` event (ms resolution) in any live coordinator's event log \
+            "\nMarks are wall-clock instants on this machine. A fault's mark on the process backend is taken as `kill(2)` returns \
+             (the signal is delivered); on Docker it is taken when the engine call is issued, because the engine answers only \
+             after its own cleanup (~100 ms), so Docker figures are upper bounds. A leader's mark is the earliest `leader_changed` event (ms resolution) in any live coordinator's event log \
              (`GET /api/v1/cluster/events`), falling back to the first poll that saw it (polls every {} ms, {} ms timeout, all nodes at once).\n",
             data.config.poll_interval_ms, data.config.probe_timeout_ms
         );
@@ -207,8 +204,8 @@ pub fn results_markdown(data: &RunData) -> String {
             let floor = match name.as_str() {
                 "detection_ms" | "failover_ms" => format!("grace {} ms", d.grace_ms),
                 "election_ms" => format!(
-                    "leader lease {} ms + randomized timeout {}–{} ms",
-                    c.raft.election_max_ms, c.raft.election_min_ms, c.raft.election_max_ms
+                    "leader lease {} ms + randomized timeout {}–{} ms, counted from the last heartbeat (≤ {} ms before the kill)",
+                    c.raft.election_max_ms, c.raft.election_min_ms, c.raft.election_max_ms, c.raft.heartbeat_ms
                 ),
                 _ => continue,
             };
