@@ -9,7 +9,9 @@
 
 pub mod backend;
 pub mod cli;
+pub mod figure;
 pub mod phase;
+pub mod poll;
 pub mod probe;
 pub mod record;
 pub mod report;

@@ -1,10 +1,15 @@
-//! The harness's view of the cluster: a client for the coordinator API that asks every live
-//! node at once, with short timeouts, so a dead or frozen node never delays the others.
+//! The harness's view of the cluster: the one client of the coordinator API. Every URL the
+//! harness uses is built here. It asks every live node at once, with short timeouts, so a dead
+//! or frozen node never delays the others; and it keeps a tail of every node's event log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use cluster::api::model::{EventsPage, RaftMetrics};
+use anyhow::{anyhow, bail, Context};
+use cluster::api::model::{
+    ClusterEvent, Connector, EventsPage, GroupDef, GroupInfo, Health, RaftMetrics, Topology,
+    WorkerList,
+};
 use futures::future::join_all;
 use serde::de::DeserializeOwned;
 
@@ -91,6 +96,76 @@ impl Probe {
             .with_context(|| format!("GET {url}: bad body"))
     }
 
+    pub async fn health(&self, base: &str) -> anyhow::Result<Health> {
+        self.get(format!("{base}/health")).await
+    }
+
+    /// A worker's `/health` (any JSON: the harness only asks whether it answers).
+    pub async fn worker_health(&self, base: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(format!("{base}/health")).await
+    }
+
+    pub async fn workers(&self, base: &str) -> anyhow::Result<WorkerList> {
+        self.get(format!("{base}/api/v1/cluster/workers")).await
+    }
+
+    pub async fn topology(&self, base: &str) -> anyhow::Result<Topology> {
+        self.get(format!("{base}/api/v1/cluster/topology")).await
+    }
+
+    pub async fn group(&self, base: &str, name: &str) -> anyhow::Result<GroupInfo> {
+        self.get(format!("{base}/api/v1/cluster/pipeline-groups/{name}"))
+            .await
+    }
+
+    pub async fn put_connector(&self, base: &str, connector: &Connector) -> anyhow::Result<()> {
+        let _: (reqwest::StatusCode, Connector) = self
+            .post(&format!("{base}/api/v1/cluster/connectors"), connector)
+            .await?;
+        Ok(())
+    }
+
+    /// Deploy a group; true when the cluster created it (201), false when it already had it.
+    pub async fn deploy(&self, base: &str, def: &GroupDef) -> anyhow::Result<(bool, GroupInfo)> {
+        let (status, info): (reqwest::StatusCode, GroupInfo) = self
+            .post(&format!("{base}/api/v1/cluster/pipeline-groups"), def)
+            .await?;
+        Ok((status == reqwest::StatusCode::CREATED, info))
+    }
+
+    /// Ask the cluster to move one pipeline to `target_worker_id`.
+    pub async fn migrate(
+        &self,
+        base: &str,
+        group: &str,
+        pipeline: &str,
+        target_worker_id: &str,
+    ) -> anyhow::Result<()> {
+        let _: (reqwest::StatusCode, serde_json::Value) = self
+            .post(
+                &format!("{base}/api/v1/cluster/pipelines/{group}/{pipeline}/migrate"),
+                &serde_json::json!({ "target_worker_id": target_worker_id }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The first answer of `read` among `nodes`, in order (reads are served by followers).
+    pub async fn read_any<T>(
+        &self,
+        nodes: &[(NodeName, String)],
+        read: impl AsyncFn(&Probe, &str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut last = anyhow!("no live coordinator");
+        for (_, base) in nodes {
+            match read(self, base).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     pub async fn raft_metrics(&self, base: &str) -> anyhow::Result<RaftMetrics> {
         self.get(format!("{base}/raft/metrics")).await
     }
@@ -110,14 +185,101 @@ impl Probe {
         .await
     }
 
-    /// The event logs of every given node, concurrently.
-    pub async fn events_all(&self, nodes: &[(NodeName, String)]) -> Vec<Answer<EventsPage>> {
+    /// `/health` of every given node, concurrently.
+    pub async fn health_all(&self, nodes: &[(NodeName, String)]) -> Vec<Answer<Health>> {
         join_all(
             nodes
                 .iter()
-                .map(|(node, base)| async move { (*node, self.events(base, 0).await) }),
+                .map(|(node, base)| async move { (*node, self.health(base).await) }),
         )
         .await
+    }
+}
+
+/// What the harness has read of every coordinator's event log: each node's events in order,
+/// fetched incrementally (`?since=`), across restarts of the node: a restarted node's log
+/// starts again from 1, so the runner calls [`EventTail::restarted`] whenever it starts one.
+#[derive(Debug, Default)]
+pub struct EventTail {
+    logs: BTreeMap<NodeName, NodeLog>,
+}
+
+#[derive(Debug, Default)]
+struct NodeLog {
+    /// Events of earlier incarnations of the node, then of the current one.
+    events: Vec<ClusterEvent>,
+    cursor: u64,
+}
+
+impl EventTail {
+    /// Read what is new in the logs of `nodes`. Fails closed: a node that does not answer, or
+    /// whose log dropped events the harness had not read yet, is an error naming it, never a
+    /// silent gap that would let an assertion about "no such event" pass.
+    pub async fn refresh(
+        &mut self,
+        probe: &Probe,
+        nodes: &[(NodeName, String)],
+    ) -> anyhow::Result<()> {
+        let cursors: Vec<u64> = nodes
+            .iter()
+            .map(|(n, _)| self.logs.get(n).map_or(0, |l| l.cursor))
+            .collect();
+        let pages = join_all(
+            nodes
+                .iter()
+                .zip(&cursors)
+                .map(|((node, base), &since)| async move {
+                    (*node, since, probe.events(base, since).await)
+                }),
+        )
+        .await;
+        let mut failures = Vec::new();
+        for (node, since, page) in pages {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push(format!("{node}: {}", root_cause(&e)));
+                    continue;
+                }
+            };
+            let log = self.logs.entry(node).or_default();
+            if page.last_seq < since {
+                failures.push(format!(
+                    "{node}: its event log went back from seq {since} to {} (restarted without \
+                     the harness knowing?)",
+                    page.last_seq
+                ));
+                continue;
+            }
+            if page.truncated {
+                failures.push(format!(
+                    "{node}: its event log dropped events after seq {} before they were read",
+                    log.cursor
+                ));
+                continue;
+            }
+            log.cursor = page.last_seq;
+            log.events.extend(page.events);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            bail!("could not read every event log ({})", failures.join("; "))
+        }
+    }
+
+    /// `node` was (re)started: keep what was read of its earlier life, read its new log from 1.
+    pub fn restarted(&mut self, node: NodeName) {
+        if let Some(log) = self.logs.get_mut(&node) {
+            log.cursor = 0;
+        }
+    }
+
+    /// Every event read so far, with the node whose log held it.
+    pub fn events(&self) -> impl Iterator<Item = (NodeName, &ClusterEvent)> {
+        self.logs
+            .iter()
+            .flat_map(|(n, l)| l.events.iter().map(move |e| (*n, e)))
     }
 }
 

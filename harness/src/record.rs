@@ -59,6 +59,9 @@ impl std::fmt::Display for Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrialRecord {
     pub id: String,
+    /// The phase file's slug (`worker-failover`): figures are keyed by it.
+    #[serde(default)]
+    pub slug: String,
     pub name: String,
     pub description: String,
     /// 1-based trial number, of `trials`.
@@ -116,6 +119,24 @@ pub struct Sample {
     pub value_us: u64,
     /// How the endpoints were observed, e.g. "kill signal → earliest leader_changed event".
     pub how: String,
+    /// `event log` when both ends are actions or event-log timestamps, `poll` when an end is
+    /// the first poll that saw it (a cluster without an event log, or a fallback).
+    #[serde(default)]
+    pub method: String,
+    /// How far the measured ends may lie from the true instants, summed (µs).
+    #[serde(default)]
+    pub resolution_us: u64,
+    /// The floor the run's configuration sets for this figure, if the phase declares one.
+    #[serde(default)]
+    pub floor: Option<Floor>,
+}
+
+/// A figure's floor: the expression as the phase wrote it, evaluated for this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floor {
+    pub expr: String,
+    pub lo_us: u64,
+    pub hi_us: u64,
 }
 
 /// Distribution summary of one figure, in milliseconds.
@@ -159,13 +180,21 @@ pub fn percentiles(values_us: &[u64]) -> Option<Percentiles> {
 }
 
 impl RunData {
-    /// Samples by figure name, in the order figures first appear.
-    pub fn samples_by_name(&self) -> Vec<(String, Vec<&Sample>)> {
+    /// Samples by figure key (`phase-slug.name`, see [`crate::figure::key`]) and method, in
+    /// the order figures first appear: different experiments, or the same one observed by a
+    /// coarser method, never share a distribution.
+    pub fn samples_by_figure(&self) -> Vec<(String, Vec<&Sample>)> {
         let mut out: Vec<(String, Vec<&Sample>)> = Vec::new();
-        for s in self.trials.iter().flat_map(|t| &t.samples) {
-            match out.iter_mut().find(|(n, _)| *n == s.name) {
-                Some((_, v)) => v.push(s),
-                None => out.push((s.name.clone(), vec![s])),
+        for t in &self.trials {
+            for s in &t.samples {
+                let mut key = crate::figure::key(&t.slug, &s.name);
+                if s.method == "poll" {
+                    key.push_str(" (poll)");
+                }
+                match out.iter_mut().find(|(n, _)| *n == key) {
+                    Some((_, v)) => v.push(s),
+                    None => out.push((key, vec![s])),
+                }
             }
         }
         out

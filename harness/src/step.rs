@@ -69,6 +69,8 @@ pub enum Step {
     AssertWorkersReady(AssertWorkersReadyArgs),
     /// Fail unless exactly this many pipelines are deployed, each running on a ready worker.
     AssertTopology(AssertTopologyArgs),
+    /// Spread pipelines over the ready workers (at most one per worker while one hosts none).
+    Spread(SpreadArgs),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -91,6 +93,16 @@ pub struct AssertWorkersReadyArgs {
 #[serde(deny_unknown_fields)]
 pub struct AssertTopologyArgs {
     pub pipelines: u64,
+    /// `@w`: every pipeline @w hosted when it was bound is still on it, at the same epoch.
+    pub kept_by: Option<Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadArgs {
+    /// Move pipelines (the cluster's manual migrate) until no ready worker hosts two while
+    /// another hosts none: re-establishes the placement a phase's targets assume.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -118,7 +130,35 @@ pub struct DeployArgs {
     pub pipelines: Vec<String>,
     /// The coordinator to send the deploy to (default: the leader).
     pub via: Option<Target>,
+    /// `created` (201) or `existing` (the idempotent answer for a group already deployed):
+    /// fail on the other.
+    pub expect: Option<DeployOutcome>,
     pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOutcome {
+    Created,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    NoWorkers,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::NoWorkers => "no_workers",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -200,6 +240,8 @@ pub struct CountWsArgs {
 #[serde(deny_unknown_fields)]
 pub struct AwaitHealthyArgs {
     pub targets: Vec<Target>,
+    /// The `/health` status each must report (default `healthy`).
+    pub status: Option<HealthStatus>,
     pub timeout_ms: Option<u64>,
 }
 
@@ -270,6 +312,9 @@ pub struct MeasureArgs {
     pub name: String,
     pub from: String,
     pub to: String,
+    /// What the configuration alone demands of this interval (see [`crate::figure`]), printed
+    /// beside the figure: `grace`, `lease + election_min - heartbeat .. lease + election_max + tick`.
+    pub floor: Option<crate::figure::Span>,
 }
 
 /// Which node a step acts on; resolved at run time.
@@ -409,6 +454,7 @@ enum Action {
     Hold,
     AssertWorkersReady,
     AssertTopology,
+    Spread,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -468,6 +514,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::Hold => Step::Hold(Deserialize::deserialize(rest)?),
             Action::AssertWorkersReady => Step::AssertWorkersReady(Deserialize::deserialize(rest)?),
             Action::AssertTopology => Step::AssertTopology(Deserialize::deserialize(rest)?),
+            Action::Spread => Step::Spread(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -503,6 +550,7 @@ impl Step {
             Step::Hold(_) => "hold",
             Step::AssertWorkersReady(_) => "assert_workers_ready",
             Step::AssertTopology(_) => "assert_topology",
+            Step::Spread(_) => "spread",
         }
     }
 
@@ -522,6 +570,7 @@ impl Step {
                 | Step::CountWs(_)
                 | Step::AssertWorkersReady(_)
                 | Step::AssertTopology(_)
+                | Step::Spread(_)
         )
     }
 
@@ -556,6 +605,7 @@ impl Step {
             Step::AwaitPlacementOff(a) => vec![&a.target],
             Step::CountWs(a) => vec![&a.target],
             Step::AwaitHealthy(a) => a.targets.iter().collect(),
+            Step::AssertTopology(a) => a.kept_by.iter().collect(),
             Step::StartCluster(_)
             | Step::Measure(_)
             | Step::Publish(_)
@@ -566,7 +616,7 @@ impl Step {
             | Step::AwaitWsConnections(_)
             | Step::Hold(_)
             | Step::AssertWorkersReady(_)
-            | Step::AssertTopology(_) => vec![],
+            | Step::Spread(_) => vec![],
         }
     }
 

@@ -100,7 +100,7 @@ fn t10_coordinator_failover_repeats_and_reports() {
         .collect();
     assert_eq!(ids, ["0", "5", "5", "5"]);
     assert!(phases.iter().all(|p| p["status"] == "PASS"));
-    let election = &summary["timings"]["election_ms"];
+    let election = &summary["timings"]["coordinator-failover.election_ms"];
     assert_eq!(election["n"], 3);
     // An election can not beat the minimum election timeout (150 ms), nor exceed the wait bound.
     let min = election["min"].as_f64().expect("min");
@@ -110,7 +110,10 @@ fn t10_coordinator_failover_repeats_and_reports() {
     let timings = std::fs::read_to_string(latest.join("timings.csv")).expect("timings.csv");
     assert_eq!(timings.lines().count(), 1 + 3, "{timings}");
     let results = std::fs::read_to_string(latest.join("results.md")).expect("results.md");
-    assert!(results.contains("| election_ms | 3 |"), "{results}");
+    assert!(
+        results.contains("| coordinator-failover.election_ms | event log | ≤ 1 ms | 3 |"),
+        "{results}"
+    );
     for node in 1..=3 {
         assert!(latest
             .join(format!("logs/coordinator-{node}.log"))
@@ -247,11 +250,11 @@ fn t40_worker_kill_under_traffic_loses_nothing() {
     // 500 burst events (250 matching) plus what the paced traffic sent through the kill.
     assert!(events["expected"].as_u64().unwrap_or(0) > 250, "{failover}");
     assert_eq!(events["delivered"], events["expected"], "{failover}");
-    assert_eq!(summary["timings"]["detection_ms"]["n"], 1);
-    assert_eq!(summary["timings"]["failover_ms"]["n"], 1);
+    assert_eq!(summary["timings"]["worker-failover.detection_ms"]["n"], 1);
+    assert_eq!(summary["timings"]["worker-failover.failover_ms"]["n"], 1);
     // Failover can not beat the grace period it includes.
     assert!(
-        summary["timings"]["failover_ms"]["min"]
+        summary["timings"]["worker-failover.failover_ms"]["min"]
             .as_f64()
             .unwrap_or(0.0)
             >= 500.0

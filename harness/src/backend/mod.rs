@@ -7,7 +7,8 @@ pub mod process;
 
 use std::fmt;
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::LazyLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,10 +94,20 @@ pub enum NodeState {
 /// Wall-clock microseconds since the Unix epoch: the time base of marks and server events.
 pub type WallUs = u64;
 
-pub fn now_us() -> WallUs {
-    SystemTime::now()
+/// The wall clock read once, with the monotonic instant it was read at.
+static ANCHOR: LazyLock<(Instant, WallUs)> = LazyLock::new(|| {
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+        .map_or(0, |d| d.as_micros() as u64);
+    (Instant::now(), wall)
+});
+
+/// Now, in wall-clock µs, advanced by the monotonic clock from one reading of the wall clock:
+/// comparable with the nodes' event timestamps (same machine clock), yet a clock step during the
+/// run (NTP) can neither reorder two marks nor make a duration negative.
+pub fn now_us() -> WallUs {
+    let (instant, wall) = *ANCHOR;
+    wall + instant.elapsed().as_micros() as u64
 }
 
 /// Where nodes run. Fault methods return the wall-clock moment the fault was delivered.

@@ -105,7 +105,8 @@ impl ProcessBackend {
     }
 
     /// Wait for `node` to exit, at most `limit`; true when it did.
-    fn reap(&mut self, node: NodeName, limit: Duration) -> anyhow::Result<bool> {
+    /// Polls without blocking the runtime: the collector and the pacer keep their clocks.
+    async fn reap(&mut self, node: NodeName, limit: Duration) -> anyhow::Result<bool> {
         let started = std::time::Instant::now();
         let Some(child) = self.children.get_mut(&node) else {
             return Ok(true);
@@ -120,14 +121,14 @@ impl ProcessBackend {
             if started.elapsed() >= limit {
                 return Ok(false);
             }
-            std::thread::sleep(REAP_POLL);
+            tokio::time::sleep(REAP_POLL).await;
         }
     }
 
-    fn kill_now(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+    async fn kill_now(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
         let at = self.signal(node, Signal::SIGKILL)?;
         // SIGKILL cannot be caught; the kernel reaps within milliseconds.
-        if !self.reap(node, STOP_GRACE)? {
+        if !self.reap(node, STOP_GRACE).await? {
             bail!("{node} did not exit within {STOP_GRACE:?} of SIGKILL");
         }
         Ok(at)
@@ -230,7 +231,7 @@ impl Backend for ProcessBackend {
     }
 
     async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        self.kill_now(node)
+        self.kill_now(node).await
     }
 
     async fn stop(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
@@ -239,9 +240,9 @@ impl Backend for ProcessBackend {
             // A stopped process only acts on SIGTERM once continued.
             self.signal(node, Signal::SIGCONT)?;
         }
-        if !self.reap(node, STOP_GRACE)? {
+        if !self.reap(node, STOP_GRACE).await? {
             tracing::warn!(%node, "did not stop within {STOP_GRACE:?} of SIGTERM; sending SIGKILL");
-            self.kill_now(node)?;
+            self.kill_now(node).await?;
         }
         Ok(at)
     }
@@ -261,7 +262,7 @@ impl Backend for ProcessBackend {
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         let nodes: Vec<NodeName> = self.children.keys().copied().collect();
         for node in nodes {
-            self.kill_now(node)?;
+            self.kill_now(node).await?;
         }
         Ok(())
     }

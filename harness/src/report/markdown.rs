@@ -93,37 +93,71 @@ pub fn results_markdown(data: &RunData) -> String {
     let _ = writeln!(
         s,
         "\n**Suite time**: {total_s:.1} s of phase time, of which {floor_s:.1} s is protocol floor and {rest_s:.1} s ({:.1} %) everything else.\n\n\
-         The floor is, per trial, the union of every measured fault → recovery interval (election, detection, failover: \
-         grace periods and election timeouts included) and every `hold` window (traffic kept flowing on purpose). \
+         The floor is, per trial, the union of every `hold` window (traffic kept flowing on purpose) and, for each measured \
+         figure that declares one, the figure's interval up to the upper end of the floor its configuration sets (grace \
+         periods, election lease and randomized timeouts), counted from the figure's start: an election or failover slower \
+         than its configuration allows shows up as time above the floor. \
          Everything else is starting nodes, publishing and draining bursts, restarts and rejoins, and the harness's own \
          polling (every wait returns at the first poll, 20 ms apart, that sees its condition).\n",
         if total_s > 0.0 { 100.0 * rest_s / total_s } else { 0.0 }
     );
 
-    let by_name = data.samples_by_name();
-    let table = super::timing_table(data);
-    if !table.is_empty() {
+    let figures = super::figures(data);
+    if !figures.is_empty() {
         let _ = writeln!(s, "## Timings\n");
-        let _ = writeln!(s, "| Figure | n | min | p50 | p90 | p99 | max |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-        for (name, p) in &table {
+        let _ = writeln!(
+            s,
+            "Each figure is keyed by the phase that measured it (`phase.figure`); a figure measured by polling \
+             instead of event-log timestamps is kept apart (`(poll)`). The floor is what the run's configuration alone \
+             demands (its expression, evaluated for this run); `p50 vs floor` is the median against the floor's upper end.\n"
+        );
+        let _ = writeln!(s, "| Figure | Method | Resolution | n | min | p50 | p90 | p99 | max | Floor (configuration) | p50 vs floor |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for f in &figures {
+            let p = &f.p;
+            let floor = match &f.floor {
+                Some(fl) if fl.lo_us == fl.hi_us => {
+                    format!("{:.1} ms = `{}`", fl.lo_us as f64 / 1000.0, fl.expr)
+                }
+                Some(fl) => format!(
+                    "{:.1}–{:.1} ms = `{}`",
+                    fl.lo_us as f64 / 1000.0,
+                    fl.hi_us as f64 / 1000.0,
+                    fl.expr
+                ),
+                None => "–".into(),
+            };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-                p.n, p.min, p.p50, p.p90, p.p99, p.max
+                "| {} | {} | ≤ {} ms | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {floor} | {} |",
+                f.key,
+                f.method,
+                trim_ms(f.resolution_ms),
+                p.n,
+                p.min,
+                p.p50,
+                p.p90,
+                p.p99,
+                p.max,
+                f.vs_floor()
             );
         }
-        let _ = writeln!(s, "\nPercentiles from an HDR histogram of the samples (µs, 3 significant figures); min and max exact.\n");
+        let _ = writeln!(s, "\nPercentiles from an HDR histogram of the samples (µs, 3 significant figures); min and max exact. \
+            Resolution: how far a measured end may lie from the true instant (1 ms for an event-log timestamp, the gap \
+            between two polls for a polled end, 0 for the harness's own action), summed over both ends; the worst sample's.\n");
         let _ = writeln!(s, "### How each figure was measured\n");
-        for (name, samples) in &by_name {
-            let mut hows: Vec<&str> = samples.iter().map(|x| x.how.as_str()).collect();
-            hows.sort();
-            hows.dedup();
-            let _ = writeln!(s, "- **{name}** (start → end): {}.", hows.join("; or "));
+        for f in &figures {
+            let _ = writeln!(
+                s,
+                "- **{}** (start → end): {}.",
+                f.key,
+                f.hows.join("; or ")
+            );
         }
         let _ = writeln!(
             s,
-            "\nMarks are wall-clock instants on this machine. A fault's mark on the process backend is taken as `kill(2)` returns \
+            "\nMarks are instants on this machine's clock (read once, then advanced by the monotonic clock, so a clock step \
+             cannot reorder them). A fault's mark on the process backend is taken as `kill(2)` returns \
              (the signal is delivered); on Docker it is taken when the engine call is issued, because the engine answers only \
              after its own cleanup (~100 ms), so Docker figures are upper bounds. A leader's mark is the earliest `leader_changed` event (ms resolution) in any live coordinator's event log \
              (`GET /api/v1/cluster/events`), falling back to the first poll that saw it (polls every {} ms, {} ms timeout, all nodes at once).\n",
@@ -195,28 +229,14 @@ pub fn results_markdown(data: &RunData) -> String {
             d.rest_timeout_ms
         );
         let _ = writeln!(s, "| Leader liveness sweep | not reported alive by any coordinator for grace + ping deadline + 2 s | a worker whose link holder died with it |");
-        let _ = writeln!(s, "\n### Failover timing (measured in this run)\n");
-        let _ = writeln!(
-            s,
-            "| Figure | p50 | max | Floor it contains |\n|---|---|---|---|"
-        );
-        for (name, p) in &table {
-            let floor = match name.as_str() {
-                "detection_ms" | "failover_ms" => format!("grace {} ms", d.grace_ms),
-                "election_ms" => format!(
-                    "leader lease {} ms + randomized timeout {}–{} ms, counted from the last heartbeat (≤ {} ms before the kill)",
-                    c.raft.election_max_ms, c.raft.election_min_ms, c.raft.election_max_ms, c.raft.heartbeat_ms
-                ),
-                _ => continue,
-            };
-            let _ = writeln!(
-                s,
-                "| {name} | {:.1} ms | {:.1} ms | {floor} |",
-                p.p50, p.max
-            );
-        }
     }
     s
+}
+
+/// `20` for 20.0, `0.001` for 0.001: resolutions without noise.
+fn trim_ms(ms: f64) -> String {
+    let s = format!("{ms:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn escape(s: &str) -> String {
@@ -249,6 +269,7 @@ mod tests {
             },
             trials: vec![TrialRecord {
                 id: "5".into(),
+                slug: "coordinator-failover".into(),
                 name: "Coordinator Failover (Raft)".into(),
                 description: String::new(),
                 trial: 1,
@@ -265,6 +286,14 @@ mod tests {
                     name: "election_ms".into(),
                     value_us: 5_200_000,
                     how: "a → b".into(),
+                    method: "event log".into(),
+                    resolution_us: 1000,
+                    floor: Some(crate::record::Floor {
+                        expr: "lease + election_min - heartbeat .. lease + election_max + tick"
+                            .into(),
+                        lo_us: 4_000_000,
+                        hi_us: 6_750_000,
+                    }),
                 }],
                 bindings: Default::default(),
                 events: None,
@@ -275,6 +304,15 @@ mod tests {
         assert!(block.contains("Phase 5: Coordinator Failover (Raft) ........ PASS (6.1s)\nold leader: node 1, new leader: node 2, election: 5.2s\n"), "{block}");
         assert!(block.contains("RESULT: 1/1 phases passed"));
         let md = results_markdown(&data);
-        assert!(md.contains("| election_ms | 1 | 5200.0 ms |"), "{md}");
+        assert!(
+            md.contains(
+                "| coordinator-failover.election_ms | event log | ≤ 1 ms | 1 | 5200.0 ms |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 4000.0–6750.0 ms = `lease + election_min - heartbeat .. lease + election_max + tick` | within |"),
+            "{md}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::record::Floor;
 use crate::record::{percentiles, Percentiles, RunData};
 
 pub use markdown::{results_block, results_markdown};
@@ -196,27 +197,112 @@ pub fn summary(data: &RunData) -> Summary {
     }
 }
 
-/// Every figure's percentiles: the named samples, plus `e2e_latency_ms` over every delivered
-/// event of the run (publish → first arrival at the collector).
-pub fn timing_table(data: &RunData) -> Vec<(String, Percentiles)> {
-    let mut out: Vec<(String, Percentiles)> = data
-        .samples_by_name()
+/// One figure of a run: its key (`phase-slug.name`), how it was measured, its distribution and
+/// the floor the configuration sets for it.
+#[derive(Debug, Clone)]
+pub struct FigureRow {
+    pub key: String,
+    /// `event log`, `poll`, or for latency `per event`.
+    pub method: String,
+    /// The coarsest resolution of any sample (ms).
+    pub resolution_ms: f64,
+    pub floor: Option<Floor>,
+    pub p: Percentiles,
+    /// The distinct descriptions of how the samples' ends were observed.
+    pub hows: Vec<String>,
+}
+
+impl FigureRow {
+    /// The median against the floor: `within floor`, or how far above its upper end.
+    pub fn vs_floor(&self) -> String {
+        match &self.floor {
+            None => "–".into(),
+            Some(f) => {
+                let hi = f.hi_us as f64 / 1000.0;
+                if self.p.p50 <= hi {
+                    "within".into()
+                } else {
+                    format!("+{:.1} ms", self.p.p50 - hi)
+                }
+            }
+        }
+    }
+}
+
+/// Every figure: the named samples, keyed by phase and method, plus end-to-end latency over
+/// every delivered event of the run (publish → first arrival at the collector), split into
+/// steady state and events sent inside a fault window of their trial.
+pub fn figures(data: &RunData) -> Vec<FigureRow> {
+    let mut out: Vec<FigureRow> = data
+        .samples_by_figure()
         .into_iter()
-        .filter_map(|(name, samples)| {
+        .filter_map(|(key, samples)| {
             let values: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
-            percentiles(&values).map(|p| (name, p))
+            let mut hows: Vec<String> = samples.iter().map(|x| x.how.clone()).collect();
+            hows.sort();
+            hows.dedup();
+            percentiles(&values).map(|p| FigureRow {
+                key,
+                method: samples[0].method.clone(),
+                resolution_ms: samples.iter().map(|s| s.resolution_us).max().unwrap_or(0) as f64
+                    / 1000.0,
+                floor: samples[0].floor.clone(),
+                p,
+                hows,
+            })
         })
         .collect();
-    let latency: Vec<u64> = data
-        .trials
-        .iter()
-        .filter_map(|t| t.events.as_ref())
-        .flat_map(|c| c.latency_us.iter().copied())
-        .collect();
-    if let Some(p) = percentiles(&latency) {
-        out.push(("e2e_latency_ms".into(), p));
+    let (steady, fault) = latency_split(data);
+    for (key, values, how) in [
+        (
+            "run.e2e_latency_steady_ms",
+            steady,
+            "events sent outside every fault window: publish → first arrival",
+        ),
+        (
+            "run.e2e_latency_fault_ms",
+            fault,
+            "events sent inside a fault window (held in a session until a new owner took it): publish → first arrival",
+        ),
+    ] {
+        if let Some(p) = percentiles(&values) {
+            out.push(FigureRow {
+                key: key.into(),
+                method: "per event".into(),
+                resolution_ms: 0.001,
+                floor: None,
+                p,
+                hows: vec![how.into()],
+            });
+        }
     }
     out
+}
+
+/// Latencies of every delivered event, (steady, sent inside a fault window of its trial).
+fn latency_split(data: &RunData) -> (Vec<u64>, Vec<u64>) {
+    let mut steady = Vec::new();
+    let mut fault = Vec::new();
+    for t in &data.trials {
+        let Some(c) = &t.events else { continue };
+        for (&latency, &at) in c.latency_us.iter().zip(&c.delivered_at_us) {
+            let sent = at.saturating_sub(latency);
+            if t.windows
+                .iter()
+                .any(|w| (w.from_us..=w.to_us).contains(&sent))
+            {
+                fault.push(latency);
+            } else {
+                steady.push(latency);
+            }
+        }
+    }
+    (steady, fault)
+}
+
+/// Every figure's key and percentiles (see [`figures`]).
+pub fn timing_table(data: &RunData) -> Vec<(String, Percentiles)> {
+    figures(data).into_iter().map(|f| (f.key, f.p)).collect()
 }
 
 fn round3(x: f64) -> f64 {
@@ -307,14 +393,33 @@ fn write_steps_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
 
 fn write_timings_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_path(path)?;
-    w.write_record(["phase", "trial", "name", "value_ms", "how"])?;
+    w.write_record([
+        "phase",
+        "trial",
+        "figure",
+        "name",
+        "value_ms",
+        "method",
+        "resolution_ms",
+        "floor_lo_ms",
+        "floor_hi_ms",
+        "floor",
+        "how",
+    ])?;
+    let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
     for t in &data.trials {
         for s in &t.samples {
             w.write_record([
                 t.id.as_str(),
                 &t.trial.to_string(),
+                &crate::figure::key(&t.slug, &s.name),
                 &s.name,
-                &format!("{:.3}", s.value_us as f64 / 1000.0),
+                &ms(s.value_us),
+                &s.method,
+                &ms(s.resolution_us),
+                &s.floor.as_ref().map_or(String::new(), |f| ms(f.lo_us)),
+                &s.floor.as_ref().map_or(String::new(), |f| ms(f.hi_us)),
+                s.floor.as_ref().map_or("", |f| f.expr.as_str()),
                 &s.how,
             ])?;
         }

@@ -1,0 +1,244 @@
+//! The runner: executes a plan of phases against a backend, step by step, recording what
+//! happened. This module holds the one `match` on [`Step`]; each arm calls the submodule that
+//! owns that kind of step:
+//! - [`trial`]: per-trial state (bindings, marks, samples), detail lines, the configured floor;
+//! - [`targets`]: resolving `leader`, `worker-hosting:p`, `home-of:w`, `@name` to a node;
+//! - [`faults`]: starting nodes, faults and restarts, healing after a failed trial;
+//! - [`leader`]: leaders and Raft roles;
+//! - [`workers`]: worker status, placements, links, topology, health;
+//! - [`traffic`]: deploys, publishing, delivery and counts.
+//!
+//! Every wait is [`crate::poll::poll_until`]; every URL is built by [`crate::probe::Probe`].
+
+mod faults;
+mod leader;
+mod targets;
+mod traffic;
+mod trial;
+mod workers;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::backend::{now_us, Backend, NodeName, NodeState};
+use crate::figure::Timings;
+use crate::phase::{Phase, Planned};
+use crate::probe::{EventTail, Probe};
+use crate::record::{Status, StepRecord, TrialRecord};
+use crate::step::Step;
+
+pub use crate::poll::POLL_INTERVAL;
+pub use traffic::seed_pipeline_source;
+use traffic::TrafficRig;
+use trial::{skipped, Trial};
+
+/// Settings of a runner.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    pub seed: u64,
+    /// Default bound of waits for a leader or a role, when the step gives none.
+    pub leader_timeout: Duration,
+    /// Default bound for nodes to answer after (re)start.
+    pub start_timeout: Duration,
+}
+
+impl RunnerOptions {
+    /// Defaults derived from the Raft timings: an election needs at most a few election timeouts
+    /// (lease + randomized timeout + split votes), so 4 × max + 5 s is generous without hiding a hang.
+    pub fn for_raft(seed: u64, election_max_ms: u64) -> Self {
+        RunnerOptions {
+            seed,
+            leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Runner<B: Backend> {
+    backend: B,
+    probe: Probe,
+    /// Everything read so far of every coordinator's event log.
+    events: EventTail,
+    options: RunnerOptions,
+    rng: StdRng,
+    traffic: Option<TrafficRig>,
+    /// Nodes cut off by `partition` and not healed yet.
+    partitioned: HashSet<NodeName>,
+}
+
+impl<B: Backend> Runner<B> {
+    pub fn new(backend: B, options: RunnerOptions) -> anyhow::Result<Self> {
+        Ok(Runner {
+            probe: Probe::new(backend.spec().api_key.clone())?,
+            backend,
+            events: EventTail::default(),
+            rng: StdRng::seed_from_u64(options.seed),
+            options,
+            traffic: None,
+            partitioned: HashSet::new(),
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The configuration figures' floors are computed from.
+    fn timings(&self) -> Timings {
+        let spec = self.backend.spec();
+        Timings {
+            raft: spec.raft,
+            detector: (spec.workers > 0).then_some(spec.detector),
+        }
+    }
+
+    /// Coordinators the backend reports running (not paused, not cut off), with endpoints:
+    /// the ones every observation must be able to read.
+    fn live_coordinators(&self) -> Vec<(NodeName, String)> {
+        self.backend
+            .nodes()
+            .into_iter()
+            .filter(|n| matches!(n, NodeName::Coordinator(_)))
+            .filter(|n| self.backend.state(*n) == NodeState::Running)
+            .filter(|n| !self.partitioned.contains(n))
+            .map(|n| (n, self.backend.endpoint(n)))
+            .collect()
+    }
+
+    /// Run every planned phase; `on_trial` sees each trial record as it completes. A failed
+    /// prerequisite fails the phases that depend on it without running them.
+    pub async fn run_plan(
+        &mut self,
+        phases: &[Phase],
+        plan: &[Planned],
+        mut on_trial: impl FnMut(&TrialRecord),
+    ) -> Vec<TrialRecord> {
+        let mut records = Vec::new();
+        let mut failed: HashSet<String> = HashSet::new();
+        for planned in plan {
+            let phase = &phases[planned.phase];
+            let blocked: Vec<&String> = phase
+                .requires
+                .iter()
+                .filter(|r| {
+                    phases
+                        .iter()
+                        .any(|p| (p.id == **r || p.slug == **r) && failed.contains(&p.id))
+                })
+                .collect();
+            for trial in 1..=planned.trials {
+                let record = if blocked.is_empty() {
+                    self.run_trial(phase, trial, planned.trials).await
+                } else {
+                    skipped(phase, trial, planned.trials, &blocked)
+                };
+                if record.status == Status::Fail {
+                    failed.insert(phase.id.clone());
+                }
+                on_trial(&record);
+                records.push(record);
+            }
+        }
+        records
+    }
+
+    /// Run one trial of a phase; on failure, heal the cluster (restart what is down, resume
+    /// what is paused) so the next trial starts from a whole cluster.
+    pub async fn run_trial(&mut self, phase: &Phase, trial_no: u32, trials: u32) -> TrialRecord {
+        tracing::info!(phase = %phase.id, name = %phase.name, trial = trial_no, "phase start");
+        let started_us = now_us();
+        let mut trial = Trial::new(started_us);
+        let mut steps = Vec::new();
+        let mut error = None;
+        for (index, step) in phase.steps.iter().enumerate() {
+            let location = phase.step_locations.get(index).cloned().unwrap_or_default();
+            let step_start = now_us();
+            tracing::info!(%step, %location, "step");
+            let result = self.run_step(step, &mut trial).await;
+            let ok = result.is_ok();
+            let note = match &result {
+                Ok(note) => note.clone(),
+                Err(e) => format!("{e:#}"),
+            };
+            steps.push(StepRecord {
+                index,
+                action: step.action().into(),
+                summary: step.to_string(),
+                location: location.clone(),
+                offset_us: step_start.saturating_sub(started_us),
+                duration_us: now_us().saturating_sub(step_start),
+                ok,
+                note: note.clone(),
+            });
+            if !ok {
+                tracing::warn!(%step, %location, "step failed: {note}");
+                error = Some(format!("{location}: {step}: {note}"));
+                break;
+            }
+        }
+        let ended_us = now_us();
+        let events = self.trial_counts(&trial);
+        if let Some(c) = &events {
+            trial.values.insert(
+                "events".into(),
+                format!("{}/{} events", c.delivered, c.expected),
+            );
+        }
+        if error.is_some() {
+            if let Err(e) = self.heal().await {
+                tracing::warn!("heal after failed trial: {e:#}");
+            }
+        }
+        trial.into_record(phase, trial_no, trials, ended_us, error, steps, events)
+    }
+
+    /// Execute one step. The one `match` on `Step`. Returns a note on what was observed.
+    async fn run_step(&mut self, step: &Step, trial: &mut Trial) -> anyhow::Result<String> {
+        match step {
+            Step::StartCluster(a) => self.start_cluster(a).await,
+            Step::Kill(a)
+            | Step::Stop(a)
+            | Step::Pause(a)
+            | Step::Resume(a)
+            | Step::Partition(a)
+            | Step::Heal(a) => self.fault(step, a, trial).await,
+            Step::Restart(a) => self.restart(a, trial).await,
+            Step::AwaitLeader(a) => self.await_leader_step(a, trial).await,
+            Step::AwaitRole(a) => self.await_role_step(a, trial).await,
+            Step::AssertLeaderChanged(a) => self.assert_leader_changed(a, trial).await,
+            Step::Measure(a) => trial.measure(a, &self.timings()),
+            Step::Bind(a) => {
+                let b = self.resolve(&a.target, trial).await?;
+                let note = format!("@{} = {}", a.bind, b.node);
+                trial.bindings.insert(a.bind.clone(), b);
+                Ok(note)
+            }
+            Step::Hold(a) => trial.hold(a).await,
+            Step::Deploy(a) => self.deploy_step(a, trial).await,
+            Step::Publish(a) => self.publish(a, trial).await,
+            Step::TrafficStart(a) => self.traffic_start(a),
+            Step::TrafficStop(_) => self.traffic_stop(trial).await,
+            Step::AwaitDelivery(a) => self.await_delivery(a, trial).await,
+            Step::AssertCounts(a) => self.assert_counts(a, trial),
+            Step::AwaitWorkerStatus(a) => self.await_worker_status_step(a, trial).await,
+            Step::AwaitPlacementOff(a) => self.await_placement_off(a, trial).await,
+            Step::AwaitWsConnections(a) => self.await_ws_step(a, trial).await,
+            Step::CountWs(a) => self.count_ws(a, trial).await,
+            Step::AwaitHealthy(a) => self.await_healthy_step(a, trial).await,
+            Step::AssertWorkersReady(a) => self.assert_workers_ready(a, trial).await,
+            Step::AssertTopology(a) => self.assert_topology(a, trial).await,
+            Step::Spread(a) => self.spread(a).await,
+        }
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(rig) = self.traffic.take() {
+            rig.stop().await;
+        }
+        self.backend.shutdown().await
+    }
+}
