@@ -335,9 +335,11 @@ pub struct Planned {
     pub trials: u32,
 }
 
-/// Resolve a `--phases` selection (`all`, `3`, `3,5`, `worker-failover`) into a plan: each
-/// selected phase preceded by its prerequisites, which run once; selected phases run `repeat`
-/// times, except those that are themselves prerequisites of another (setup runs once).
+/// Resolve a `--phases` selection (`all`, `3`, `3,5`, `7,0`, `3,3,3`, `worker-failover`) into a
+/// plan: the selected phases in the order given, each as often as given (`all` is the numbered
+/// phases in order), each preceded by whatever prerequisites have not run yet, which run once.
+/// Selected phases run `repeat` times, except those that are themselves prerequisites of
+/// another (setup runs once each time it is named).
 pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planned>, String> {
     let find = |token: &str| -> Result<usize, String> {
         phases
@@ -354,27 +356,22 @@ pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planne
                 format!("unknown phase '{token}'; known: all, {}", known.join(", "))
             })
     };
-    let mut selected = Vec::new();
     let mut numbered: Vec<(u32, usize)> = phases
         .iter()
         .enumerate()
         .filter_map(|(i, p)| p.number.map(|n| (n, i)))
         .collect();
     numbered.sort();
+    let mut selected = Vec::new();
     for token in selection
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        let indices: Vec<usize> = if token == "all" {
-            numbered.iter().map(|(_, i)| *i).collect()
+        if token == "all" {
+            selected.extend(numbered.iter().map(|(_, i)| *i));
         } else {
-            vec![find(token)?]
-        };
-        for i in indices {
-            if !selected.contains(&i) {
-                selected.push(i);
-            }
+            selected.push(find(token)?);
         }
     }
     if selected.is_empty() {
@@ -387,23 +384,37 @@ pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planne
                 .insert(find(r).map_err(|e| format!("{}: requires: {e}", p.path.display()))?);
         }
     }
-    let mut order = Vec::new();
+    let mut ran = Vec::new();
+    let mut out = Vec::new();
     for &i in &selected {
-        add_with_requirements(phases, i, &find, &mut order, &mut Vec::new())?;
-    }
-    Ok(order
-        .into_iter()
-        .map(|i| Planned {
+        for r in &phases[i].requires {
+            let r = find(r)?;
+            let mut needed = Vec::new();
+            add_with_requirements(phases, r, &find, &mut needed, &mut vec![i])?;
+            for n in needed {
+                if !ran.contains(&n) {
+                    ran.push(n);
+                    out.push(Planned {
+                        phase: n,
+                        trials: 1,
+                    });
+                }
+            }
+        }
+        ran.push(i);
+        out.push(Planned {
             phase: i,
-            trials: if selected.contains(&i) && !prerequisites.contains(&i) {
-                repeat
-            } else {
+            trials: if prerequisites.contains(&i) {
                 1
+            } else {
+                repeat
             },
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
+/// `i` after everything it requires, transitively, each once; a cycle is an error.
 fn add_with_requirements(
     phases: &[Phase],
     i: usize,
@@ -612,6 +623,17 @@ to = "elected"
         );
         assert_eq!(plan(&phases, "slug-restart", 1).unwrap().len(), 2);
         assert_eq!(plan(&phases, "all,restart", 1).unwrap().len(), 4);
+        // As given, as often as given; a prerequisite named again runs again.
+        let order = |sel: &str| -> Vec<(usize, u32)> {
+            plan(&phases, sel, 3)
+                .unwrap()
+                .iter()
+                .map(|p| (p.phase, p.trials))
+                .collect()
+        };
+        assert_eq!(order("3,3,3"), [(0, 1), (2, 3), (2, 3), (2, 3)]);
+        assert_eq!(order("5,0"), [(0, 1), (1, 3), (0, 1)]);
+        assert_eq!(order("5,3"), [(0, 1), (1, 3), (2, 3)]);
         let err = plan(&phases, "9", 1).unwrap_err();
         assert!(
             err.contains("unknown phase '9'; known: all, 0 (slug-0)"),

@@ -17,14 +17,15 @@ pub enum Poll<T> {
     Pending(String),
 }
 
-/// A value observed by a poll, with when: the moment the successful attempt began, and how
-/// long before that the previous (unsuccessful) attempt began — the observation's resolution.
+/// A value observed by a poll, with when: the moment the successful attempt's answer was in
+/// (the condition held by then), and how long before that the previous (unsuccessful) answer
+/// came in (it did not hold then) — the observation's resolution.
 #[derive(Debug, Clone)]
 pub struct Observed<T> {
     pub value: T,
     pub at_us: WallUs,
-    /// `at_us` minus the start of the previous attempt (0 when the first attempt succeeded:
-    /// the condition already held when the wait began).
+    /// `at_us` minus the end of the previous attempt (0 when the first attempt succeeded: the
+    /// condition already held when the wait began).
     pub resolution_us: u64,
 }
 
@@ -38,13 +39,14 @@ pub async fn poll_until<T>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut previous: Option<WallUs> = None;
     loop {
-        let began = now_us();
-        match attempt().await? {
+        let outcome = attempt().await?;
+        let answered = now_us();
+        match outcome {
             Poll::Ready(value) => {
                 return Ok(Observed {
                     value,
-                    at_us: began,
-                    resolution_us: previous.map_or(0, |p| began - p),
+                    at_us: answered,
+                    resolution_us: previous.map_or(0, |p| answered - p),
                 })
             }
             Poll::Pending(seen) => {
@@ -56,7 +58,7 @@ pub async fn poll_until<T>(
                 }
             }
         }
-        previous = Some(began);
+        previous = Some(answered);
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
