@@ -310,3 +310,30 @@ fn root_cause(e: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nobody listens on: bind, note it, close.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn an_event_log_that_cannot_be_read_is_an_error_naming_the_node() {
+        let probe = Probe::new(None).unwrap();
+        let mut tail = EventTail::default();
+        let nodes = vec![(
+            NodeName::Coordinator(2),
+            format!("http://127.0.0.1:{}", closed_port()),
+        )];
+        let err = tail.refresh(&probe, &nodes).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("could not read every event log (coordinator-2: "),
+            "{err}"
+        );
+        assert_eq!(tail.events().count(), 0);
+    }
+}
