@@ -323,9 +323,13 @@ async fn run_with<B: Backend>(
             detector: Some(backend.spec().detector),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
+            drain_quiet_ms: 0,
         },
         trials: vec![],
         interrupted: false,
+        history: Default::default(),
+        final_drain: None,
+        tally: None,
     };
     let mut runner = Runner::new(backend, RunnerOptions::for_raft(seed, raft.election_max_ms))?;
     let json = args.format == Format::Json;

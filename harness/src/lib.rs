@@ -2,14 +2,17 @@
 //! against it (faults and observations), and reports what happened, to the millisecond.
 //!
 //! Flow of a step: phase file → [`phase`] (parsed, validated [`step::Step`]) → [`runner`] →
-//! [`backend`] (fault) or [`probe`] (observation) → [`record`] → [`report`].
+//! [`backend`] (fault) or [`probe`] (observation) → [`record`] → [`report`]. Traffic and faults
+//! are also written to the run's [`history`], which the [`check`]ers judge.
 //!
 //! Architecture invariant: the harness reaches the cluster only over its network API and the
 //! backend's process/container controls; from `cluster` it imports wire types only.
 
 pub mod backend;
+pub mod check;
 pub mod cli;
 pub mod figure;
+pub mod history;
 pub mod phase;
 pub mod poll;
 pub mod probe;

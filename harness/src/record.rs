@@ -7,6 +7,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{RaftTimings, WallUs};
+use crate::check::{EventCheck, Tally};
+use crate::history::History;
+use crate::traffic::collector::Drained;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunData {
@@ -21,6 +24,15 @@ pub struct RunData {
     pub trials: Vec<TrialRecord>,
     /// True when the run was cut short (Ctrl-C or a harness error).
     pub interrupted: bool,
+    /// Every publish, arrival, paced run and fault of the run: what the checkers read.
+    #[serde(default)]
+    pub history: History,
+    /// How the final drain went (absent when the run had no traffic).
+    #[serde(default)]
+    pub final_drain: Option<Drained>,
+    /// The run-wide checker's tally ([`crate::check::apply`]), after the final drain.
+    #[serde(default)]
+    pub tally: Option<Tally>,
 }
 
 /// Settings that shape the results; printed in every report.
@@ -36,6 +48,9 @@ pub struct RunSettings {
     pub detector: Option<crate::backend::DetectorTimings>,
     pub cpu_cores: usize,
     pub harness_version: String,
+    /// Quiet period a drain waits for: no arrival on the output topic for this long.
+    #[serde(default)]
+    pub drain_quiet_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,9 +98,13 @@ pub struct TrialRecord {
     /// Fault windows of this trial: each measured interval (name, from, to), wall-clock µs.
     #[serde(default)]
     pub windows: Vec<Window>,
-    /// The ledger's counts of the events published in this trial, if any.
+    /// The counts of the events published in this trial that its verdict was judged on.
     #[serde(default)]
     pub events: Option<crate::traffic::Counts>,
+    /// What that verdict was taken on (seqs, cut of the history, allowances), so the checkers
+    /// can re-judge it; present whenever the trial ran with traffic.
+    #[serde(default)]
+    pub check: Option<EventCheck>,
     /// `bind` names → node (`old_leader` → `coordinator-1`).
     pub bindings: BTreeMap<String, String>,
 }
@@ -198,6 +217,12 @@ impl RunData {
             }
         }
         out
+    }
+
+    /// Whether the run passes: every trial, and nothing the run-wide checker charged to no trial.
+    pub fn all_passed(&self) -> bool {
+        self.trials.iter().all(|t| t.status == Status::Pass)
+            && self.tally.as_ref().is_none_or(|t| t.findings.is_empty())
     }
 
     pub fn passed(&self) -> usize {

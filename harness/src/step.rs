@@ -9,7 +9,7 @@
 use std::fmt;
 
 use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One typed step of a phase.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +173,7 @@ pub struct TrafficStartArgs {
     pub rate_per_s: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssertCountsArgs {
     /// Exact number of expected (matching, broker-acknowledged) events, if given.
@@ -184,6 +184,12 @@ pub struct AssertCountsArgs {
     pub duplicated: u64,
     #[serde(default)]
     pub unexpected: u64,
+    /// Publishes the broker never acknowledged (outcome unknown).
+    #[serde(default)]
+    pub unknown: u64,
+    /// Arrivals with a field missing or changed, each copy.
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

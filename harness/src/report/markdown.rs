@@ -266,6 +266,7 @@ mod tests {
                 detector: None,
                 cpu_cores: 2,
                 harness_version: "0".into(),
+                drain_quiet_ms: 250,
             },
             trials: vec![TrialRecord {
                 id: "5".into(),
@@ -297,8 +298,12 @@ mod tests {
                 }],
                 bindings: Default::default(),
                 events: None,
+                check: None,
             }],
             interrupted: false,
+            history: Default::default(),
+            final_drain: None,
+            tally: None,
         };
         let block = results_block(&data);
         assert!(block.contains("Phase 5: Coordinator Failover (Raft) ........ PASS (6.1s)\nold leader: node 1, new leader: node 2, election: 5.2s\n"), "{block}");

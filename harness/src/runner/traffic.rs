@@ -249,13 +249,13 @@ impl<B: Backend> Runner<B> {
             .paced
             .take()
             .context("no background traffic is running")?;
-        let window = handle.stop().await?;
-        trial.extend_window(window.clone());
+        let run = handle.stop().await?;
+        trial.extend_window(run.seqs());
         Ok(format!(
-            "stopped; seq {}..{} ({} events)",
-            window.start,
-            window.end,
-            window.end - window.start
+            "stopped; seq {}..{}: {}",
+            run.from_seq,
+            run.to_seq,
+            run.describe()
         ))
     }
 

@@ -256,6 +256,7 @@ impl Trial {
             steps,
             samples: self.samples,
             events,
+            check: None,
             bindings: self
                 .bindings
                 .iter()
@@ -306,6 +307,7 @@ pub(super) fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String
         samples: vec![],
         bindings: BTreeMap::new(),
         events: None,
+        check: None,
     }
 }
 

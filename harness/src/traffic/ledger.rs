@@ -2,9 +2,11 @@
 //! from that exactly which were lost, duplicated or unexpected. Also the workload's definition
 //! (payload, topics, pipeline names), the one place both ends of the traffic agree on.
 //!
-//! Pure logic, no I/O. Every event is keyed by its run-wide `seq`, so the order in which the
-//! publisher's acknowledgements and the collector's arrivals are recorded does not matter: the
-//! verdict is computed when [`Ledger::counts`] is called.
+//! Pure logic, no I/O. The ledger appends every publish and arrival to the run's
+//! [`History`] (what the checkers in [`crate::check`] read) and keeps an index by seq for the
+//! waits. Every event is keyed by its run-wide `seq`, so the order in which the publisher's
+//! acknowledgements and the collector's arrivals are recorded does not matter: the counts are
+//! computed by the checker when [`Ledger::counts`] is called.
 //!
 //! Vocabulary (Jepsen's): an event the broker acknowledged is *acked*; one whose publish was never
 //! acknowledged has an *unknown* outcome (it may or may not have reached the broker) and is never
@@ -14,6 +16,10 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
+
+use crate::backend::WallUs;
+use crate::check;
+use crate::history::{Arrival, Field, History, PacedRun, Publish, Rows, Undecodable};
 
 // ---------------------------------------------------------------------------------------------
 // The workload.
@@ -59,14 +65,6 @@ impl SensorReading {
             seq,
             sent_at_us,
         }
-    }
-
-    /// Whether every field is what the publisher sent for this `seq` (a pipeline must forward
-    /// events unchanged). `sent_at_us` is not checked: only the publisher knows it.
-    pub fn is_faithful(&self) -> bool {
-        self.event_type == EVENT_TYPE
-            && self.sensor_id == format!("sensor_{}", self.seq % SENSOR_COUNT)
-            && self.temperature == temperature_of(self.seq)
     }
 
     /// The JSON payload.
@@ -121,17 +119,21 @@ pub struct Counts {
     pub expected: u64,
     /// Expected seqs delivered (well-formed) at least once.
     pub delivered: u64,
-    /// Expected seqs with no well-formed delivery yet.
+    /// Expected seqs with no well-formed delivery.
     pub lost: u64,
-    /// Extra well-formed copies of published matching seqs (a seq arriving 3 times counts 2).
+    /// Copies beyond the first of published matching seqs, well-formed or not (a seq arriving 3
+    /// times counts 2).
     pub duplicated: u64,
-    /// Well-formed arrivals of seqs never published or not matching the filter, every copy.
+    /// Arrivals of seqs never published or not matching the filter, every copy.
     pub unexpected: u64,
-    /// Matching seqs whose publish was never acked: outcome unknown, neither expected nor lost.
+    /// Publishes never acknowledged by the broker: outcome unknown, neither expected nor lost.
     pub unknown: u64,
-    /// Arrivals whose payload named a seq of the window but was not the event sent (a field
-    /// missing or changed); they count as no delivery.
+    /// Arrivals naming a seq of the window whose payload was not the event sent (a field missing
+    /// or changed), each one, even when a good copy arrived too; they count as no delivery.
     pub malformed: u64,
+    /// Arrivals whose payload named no seq, charged to the trial during which they arrived.
+    #[serde(default)]
+    pub undecodable: u64,
     /// First well-formed delivery minus send time, per delivered expected seq, in seq order.
     pub latency_us: Vec<u64>,
     /// Wall-clock µs of each first well-formed delivery, in seq order (for the timeline).
@@ -151,26 +153,23 @@ pub struct PipelineCounts {
     pub unexpected: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Publication {
-    sent_at_us: u64,
-    acked: bool,
-}
-
+/// What the waits need to know of one seq, kept up to date as rows are recorded.
 #[derive(Debug, Default)]
 struct Entry {
-    publication: Option<Publication>,
-    /// Well-formed arrivals.
-    copies: u64,
-    first_delivered_at_us: Option<u64>,
-    malformed: u64,
+    published: bool,
+    acked: bool,
+    /// Arrivals naming this seq so far (numbers the next copy).
+    arrivals: u32,
+    /// Arrivals whose workload fields were right (the send time is checked by the checker).
+    good_arrivals: u32,
 }
 
-/// What happened to every event of a run, keyed by seq.
+/// What happened to every event of a run: the [`History`] (the record the checkers read) and an
+/// index by seq for the waits ([`Ledger::progress`], [`Ledger::missing`]).
 #[derive(Debug, Default)]
 pub struct Ledger {
     entries: BTreeMap<u64, Entry>,
-    undecodable: u64,
+    history: History,
 }
 
 impl Ledger {
@@ -178,86 +177,78 @@ impl Ledger {
         Ledger::default()
     }
 
-    /// Event `seq` was published at `sent_at_us`; `acked`: the broker PubAck'ed it.
-    /// Recording a seq again upgrades it: a late ack makes an unacked event acked (with the send
-    /// time given then); an ack is never withdrawn.
-    pub fn published(&mut self, seq: u64, sent_at_us: u64, acked: bool) {
+    /// Event `seq` was published at `sent_at_us`; `acked_at_us`: when the broker PubAck'ed it.
+    /// Recording a seq again only upgrades it: a late ack makes an unacked event acked (a second
+    /// row); an ack is never withdrawn, and a repeat adds nothing.
+    pub fn published(&mut self, seq: u64, sent_at_us: WallUs, acked_at_us: Option<WallUs>) {
         let entry = self.entries.entry(seq).or_default();
-        match &mut entry.publication {
-            None => entry.publication = Some(Publication { sent_at_us, acked }),
-            Some(existing) if acked && !existing.acked => {
-                *existing = Publication { sent_at_us, acked };
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// One arrival of event `seq` at `received_at_us`. `payload_ok`: the payload was the event
-    /// as sent; when not, the arrival is counted malformed and not as a delivery.
-    pub fn delivered(&mut self, seq: u64, received_at_us: u64, payload_ok: bool) {
-        let entry = self.entries.entry(seq).or_default();
-        if !payload_ok {
-            entry.malformed += 1;
+        let acked = acked_at_us.is_some();
+        if entry.acked || (entry.published && !acked) {
             return;
         }
-        entry.copies += 1;
-        if entry.first_delivered_at_us.is_none() {
-            entry.first_delivered_at_us = Some(received_at_us);
-        }
+        entry.published = true;
+        entry.acked = acked;
+        self.history.publishes.push(Publish {
+            seq,
+            sent_at_us,
+            acked_at_us,
+        });
     }
 
-    /// One arrival whose payload did not even name a seq (not JSON, or no `seq`): it cannot be
-    /// placed in a window, so it is only counted run-wide ([`Ledger::undecodable`]).
-    pub fn undecodable_arrival(&mut self) {
-        self.undecodable += 1;
+    /// One arrival on `topic`, recorded at `at_us`: a row naming its seq, copy number and which
+    /// workload fields were wrong, or, if it names no seq, an undecodable row.
+    pub fn arrived(&mut self, topic: &str, at_us: WallUs, payload: &[u8]) {
+        let topic = self.history.topic_index(topic);
+        let Some(Decoded {
+            seq,
+            wrong,
+            sent_at_us,
+        }) = decode(payload)
+        else {
+            self.history.undecodable.push(Undecodable { at_us, topic });
+            return;
+        };
+        let entry = self.entries.entry(seq).or_default();
+        entry.arrivals += 1;
+        entry.good_arrivals += u32::from(wrong == 0);
+        self.history.arrivals.push(Arrival {
+            seq,
+            copy: entry.arrivals,
+            at_us,
+            topic,
+            wrong,
+            sent_at_us,
+        });
+    }
+
+    /// A paced run ended.
+    pub fn paced_run(&mut self, run: PacedRun) {
+        self.history.paced.push(run);
+    }
+
+    /// A fault the runner delivered at `at_us` to `node`; `how` says how the moment was taken.
+    pub fn record_fault(&mut self, at_us: WallUs, action: &str, node: &str, how: &str) {
+        self.history.record_fault(at_us, action, node, how);
     }
 
     /// Arrivals, run-wide, whose payload named no seq.
     pub fn undecodable(&self) -> u64 {
-        self.undecodable
+        self.history.undecodable.len() as u64
+    }
+
+    /// The record so far.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// How many rows the history holds now: the cut a verdict taken now is judged on.
+    pub fn rows(&self) -> Rows {
+        self.history.rows()
     }
 
     /// The tallies of the seqs in `window`, as of now.
     pub fn counts(&self, window: Range<u64>) -> Counts {
-        let mut counts = Counts::default();
-        for (&seq, entry) in self.entries.range(window) {
-            let pipeline = counts.per_pipeline.entry(pipeline_of(seq)).or_default();
-            counts.malformed += entry.malformed;
-            let extra_copies = entry.copies.saturating_sub(1);
-            match entry.publication {
-                Some(publication) if is_matching(seq) => {
-                    counts.published += 1;
-                    counts.duplicated += extra_copies;
-                    pipeline.duplicated += extra_copies;
-                    if !publication.acked {
-                        counts.unknown += 1;
-                        continue;
-                    }
-                    counts.expected += 1;
-                    pipeline.expected += 1;
-                    match entry.first_delivered_at_us {
-                        Some(at_us) => {
-                            counts.delivered += 1;
-                            pipeline.delivered += 1;
-                            counts
-                                .latency_us
-                                .push(at_us.saturating_sub(publication.sent_at_us));
-                            counts.delivered_at_us.push(at_us);
-                        }
-                        None => {
-                            counts.lost += 1;
-                            pipeline.lost += 1;
-                        }
-                    }
-                }
-                publication => {
-                    counts.published += u64::from(publication.is_some());
-                    counts.unexpected += entry.copies;
-                    pipeline.unexpected += entry.copies;
-                }
-            }
-        }
-        counts
+        check::window(&self.history, window, self.history.rows()).counts
     }
 
     /// How many expected seqs of `window` were delivered, of how many: `(delivered, expected)`.
@@ -268,7 +259,7 @@ impl Ledger {
         for (&seq, entry) in self.entries.range(window) {
             if Self::is_expected(seq, entry) {
                 expected += 1;
-                delivered += u64::from(entry.copies > 0);
+                delivered += u64::from(entry.good_arrivals > 0);
             }
         }
         (delivered, expected)
@@ -278,27 +269,82 @@ impl Ledger {
     pub fn missing(&self, window: Range<u64>, limit: usize) -> Vec<u64> {
         self.entries
             .range(window)
-            .filter(|(&seq, entry)| Self::is_expected(seq, entry) && entry.copies == 0)
+            .filter(|(&seq, entry)| Self::is_expected(seq, entry) && entry.good_arrivals == 0)
             .map(|(&seq, _)| seq)
             .take(limit)
             .collect()
     }
 
     fn is_expected(seq: u64, entry: &Entry) -> bool {
-        is_matching(seq) && entry.publication.is_some_and(|p| p.acked)
+        is_matching(seq) && entry.acked
     }
+}
+
+/// What an output payload says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub seq: u64,
+    /// [`Field`] bits of the workload fields missing or not what the workload defines for `seq`.
+    pub wrong: u8,
+    /// Its `sent_at_us`, if an integer.
+    pub sent_at_us: Option<WallUs>,
+}
+
+/// Reads an output field by field; `None` if it names no seq (not a JSON object with an integer
+/// `seq`). Extra fields are allowed (a pipeline may add some); missing or changed ones are not.
+pub fn decode(payload: &[u8]) -> Option<Decoded> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let seq = value.get("seq")?.as_u64()?;
+    let str_is = |name: &str, want: &str| value.get(name).and_then(|v| v.as_str()) == Some(want);
+    let sent_at_us = value.get("sent_at_us").and_then(|v| v.as_u64());
+    let checks = [
+        (Field::EventType, str_is("event_type", EVENT_TYPE)),
+        (
+            Field::SensorId,
+            str_is("sensor_id", &format!("sensor_{}", seq % SENSOR_COUNT)),
+        ),
+        (
+            Field::Temperature,
+            value.get("temperature").and_then(|v| v.as_f64()) == Some(temperature_of(seq)),
+        ),
+        (Field::SentAt, sent_at_us.is_some()),
+    ];
+    let wrong = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .fold(0, |bits, (field, _)| bits | *field as u8);
+    Some(Decoded {
+        seq,
+        wrong,
+        sent_at_us,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Publishes (acked) and delivers every seq of `window` once, 1 ms after its send.
+    fn sent_at(seq: u64) -> u64 {
+        seq * 10_000
+    }
+
+    /// Publishes `seq` (acked 100 µs after its send).
+    fn publish(ledger: &mut Ledger, seq: u64) {
+        ledger.published(seq, sent_at(seq), Some(sent_at(seq) + 100));
+    }
+
+    /// One arrival of `seq` exactly as sent, at `at_us`.
+    fn deliver(ledger: &mut Ledger, seq: u64, at_us: u64) {
+        let payload = SensorReading::new(seq, sent_at(seq)).to_json();
+        ledger.arrived(OUTPUT_TOPIC, at_us, &payload);
+    }
+
+    /// Publishes every seq of `window` and delivers each matching one once, 1 ms after its send.
     fn clean_run(ledger: &mut Ledger, window: Range<u64>) {
         for seq in window {
-            ledger.published(seq, seq * 10_000, true);
+            publish(ledger, seq);
             if is_matching(seq) {
-                ledger.delivered(seq, seq * 10_000 + 1_000, true);
+                deliver(ledger, seq, sent_at(seq) + 1_000);
             }
         }
     }
@@ -310,16 +356,50 @@ mod tests {
             String::from_utf8(reading.to_json()).unwrap(),
             r#"{"event_type":"SensorReading","sensor_id":"sensor_4","temperature":75.0,"seq":14,"sent_at_us":1700000000000000}"#
         );
-        assert!(reading.is_faithful());
         assert_eq!(SensorReading::new(7, 0).temperature, 25.0);
         assert!(is_matching(14) && !is_matching(7));
         assert_eq!(input_topic(3), "e2e/input/1");
         assert_eq!(input_topic(4), "e2e/input/2");
         assert_eq!(input_topic(5), "e2e/input/3");
         assert_eq!(pipeline_of(5), "sensor_filter_3");
-        let mut changed = reading.clone();
-        changed.temperature = 76.0;
-        assert!(!changed.is_faithful());
+    }
+
+    #[test]
+    fn decoding_outputs_field_by_field() {
+        let good = SensorReading::new(8, 123).to_json();
+        let ok = |wrong| {
+            Some(Decoded {
+                seq: 8,
+                wrong,
+                sent_at_us: Some(1),
+            })
+        };
+        assert_eq!(
+            decode(&good),
+            Some(Decoded {
+                seq: 8,
+                wrong: 0,
+                sent_at_us: Some(123)
+            })
+        );
+        // Extra fields added by a pipeline are fine, and 75 is 75.0; changed ones are not.
+        let extra = br#"{"event_type":"SensorReading","sensor_id":"sensor_8","temperature":75,"seq":8,"sent_at_us":1,"via":"p1"}"#;
+        assert_eq!(decode(extra), ok(0));
+        let changed = br#"{"event_type":"SensorReading","sensor_id":"sensor_3","temperature":75.0,"seq":8,"sent_at_us":1}"#;
+        assert_eq!(decode(changed), ok(Field::SensorId as u8));
+        let hotter = br#"{"event_type":"SensorReading","sensor_id":"sensor_8","temperature":76.0,"seq":8,"sent_at_us":1}"#;
+        assert_eq!(decode(hotter), ok(Field::Temperature as u8));
+        assert_eq!(
+            decode(br#"{"seq":8}"#),
+            Some(Decoded {
+                seq: 8,
+                wrong: 0b1111,
+                sent_at_us: None
+            })
+        );
+        assert_eq!(decode(b"not json"), None);
+        assert_eq!(decode(br#"{"temperature":75.0}"#), None);
+        assert_eq!(decode(br#"[8]"#), None);
     }
 
     #[test]
@@ -339,21 +419,23 @@ mod tests {
             ),
             (0, 0, 0, 0)
         );
-        assert_eq!(counts.malformed, 0);
+        assert_eq!((counts.malformed, counts.undecodable), (0, 0));
         assert_eq!(counts.latency_us, vec![1_000; 30]);
         assert_eq!(ledger.progress(1..61), (30, 30));
         assert!(ledger.missing(1..61, 10).is_empty());
+        assert_eq!(ledger.rows().publishes, 60);
+        assert_eq!(ledger.rows().arrivals, 30);
     }
 
     #[test]
     fn loss_and_duplication_are_not_netted() {
         let mut ledger = Ledger::new();
         for seq in 1..=10 {
-            ledger.published(seq, 0, true);
+            publish(&mut ledger, seq);
         }
         // Expected: 2, 4, 6, 8, 10. 4 arrives twice, 8 never.
         for seq in [2, 4, 4, 6, 10] {
-            ledger.delivered(seq, 5, true);
+            deliver(&mut ledger, seq, 200_000);
         }
         let counts = ledger.counts(1..11);
         assert_eq!(counts.expected, 5);
@@ -364,9 +446,18 @@ mod tests {
         assert_eq!(counts.latency_us.len(), 4);
         assert_eq!(ledger.missing(1..11, 10), vec![8]);
         assert_eq!(ledger.progress(1..11), (4, 5));
+        assert_eq!(
+            ledger
+                .history()
+                .arrivals
+                .iter()
+                .map(|a| a.copy)
+                .collect::<Vec<_>>(),
+            [1, 1, 2, 1, 1]
+        );
 
         // A third copy is a second extra copy.
-        ledger.delivered(4, 6, true);
+        deliver(&mut ledger, 4, 300_000);
         assert_eq!(ledger.counts(1..11).duplicated, 2);
     }
 
@@ -375,9 +466,9 @@ mod tests {
         let mut ledger = Ledger::new();
         clean_run(&mut ledger, 1..11);
         // Odd (filtered) seq 3 came out of a pipeline, twice; seq 12 was never published.
-        ledger.delivered(3, 1, true);
-        ledger.delivered(3, 2, true);
-        ledger.delivered(12, 3, true);
+        deliver(&mut ledger, 3, 1);
+        deliver(&mut ledger, 3, 2);
+        deliver(&mut ledger, 12, 3);
         let counts = ledger.counts(1..13);
         assert_eq!(counts.published, 10);
         assert_eq!(counts.expected, 5);
@@ -390,37 +481,41 @@ mod tests {
     #[test]
     fn unknown_event_is_not_lost() {
         let mut ledger = Ledger::new();
-        ledger.published(2, 100, true);
-        ledger.published(4, 100, false);
-        ledger.published(5, 100, false);
-        ledger.delivered(2, 300, true);
+        publish(&mut ledger, 2);
+        ledger.published(4, sent_at(4), None);
+        ledger.published(5, sent_at(5), None);
+        deliver(&mut ledger, 2, sent_at(2) + 200);
         let counts = ledger.counts(1..6);
         assert_eq!(counts.published, 3);
         assert_eq!(counts.expected, 1);
         assert_eq!(counts.delivered, 1);
         assert_eq!(counts.lost, 0);
-        assert_eq!(counts.unknown, 1);
+        // Every publish never acked is unknown, matching or not.
+        assert_eq!(counts.unknown, 2);
         assert_eq!(counts.unexpected, 0);
         assert_eq!(counts.latency_us, vec![200]);
 
-        // A late ack upgrades it: now expected, and lost until it arrives.
-        ledger.published(4, 150, true);
+        // A late ack upgrades it (a second row): now expected, and lost until it arrives.
+        ledger.published(4, sent_at(4), Some(sent_at(4) + 50));
+        assert_eq!(ledger.history().publishes.len(), 4);
         let counts = ledger.counts(1..6);
-        assert_eq!((counts.expected, counts.lost, counts.unknown), (2, 1, 0));
-        ledger.delivered(4, 250, true);
+        assert_eq!((counts.expected, counts.lost, counts.unknown), (2, 1, 1));
+        deliver(&mut ledger, 4, sent_at(4) + 100);
         let counts = ledger.counts(1..6);
         assert_eq!((counts.delivered, counts.lost), (2, 0));
         assert_eq!(counts.latency_us, vec![200, 100]);
-        // An ack is never withdrawn.
-        ledger.published(4, 999, false);
+        // An ack is never withdrawn, and a repeat adds no row.
+        ledger.published(4, sent_at(4), None);
+        ledger.published(4, sent_at(4), Some(1));
         assert_eq!(ledger.counts(1..6), counts);
+        assert_eq!(ledger.history().publishes.len(), 4);
     }
 
     #[test]
     fn delivery_before_ack_is_order_independent() {
         let mut ledger = Ledger::new();
-        ledger.delivered(2, 500, true);
-        ledger.published(2, 100, true);
+        deliver(&mut ledger, 2, sent_at(2) + 400);
+        publish(&mut ledger, 2);
         let counts = ledger.counts(0..10);
         assert_eq!(
             (counts.expected, counts.delivered, counts.unexpected),
@@ -430,35 +525,45 @@ mod tests {
     }
 
     #[test]
-    fn malformed_arrivals() {
+    fn malformed_copies_count_even_beside_a_good_one() {
         let mut ledger = Ledger::new();
-        ledger.published(2, 0, true);
-        ledger.published(4, 0, true);
-        ledger.delivered(2, 1, false);
-        ledger.delivered(4, 1, false);
-        ledger.delivered(4, 2, true);
-        ledger.undecodable_arrival();
+        publish(&mut ledger, 2);
+        publish(&mut ledger, 4);
+        publish(&mut ledger, 6);
+        let mut changed = SensorReading::new(2, sent_at(2));
+        changed.sensor_id = "sensor_9".into();
+        ledger.arrived(OUTPUT_TOPIC, 1, &changed.to_json());
+        // 4: a good copy, then an extra copy with a changed field.
+        deliver(&mut ledger, 4, 1);
+        let mut hotter = SensorReading::new(4, sent_at(4));
+        hotter.temperature = 76.0;
+        ledger.arrived(OUTPUT_TOPIC, 2, &hotter.to_json());
+        // 6: right workload fields, but not the send time the publisher used.
+        ledger.arrived(OUTPUT_TOPIC, 3, &SensorReading::new(6, 1).to_json());
+        ledger.arrived(OUTPUT_TOPIC, 4, b"garbage");
         let counts = ledger.counts(0..10);
-        assert_eq!(counts.malformed, 2);
+        assert_eq!(counts.malformed, 3);
         assert_eq!(
             (counts.delivered, counts.lost, counts.duplicated),
-            (1, 1, 0)
+            (1, 2, 1)
         );
         assert_eq!(ledger.undecodable(), 1);
+        // The waits take 6 for delivered (its send time only the checker can judge).
+        assert_eq!(ledger.missing(0..10, 10), vec![2]);
     }
 
     #[test]
     fn windows_isolate() {
         let mut ledger = Ledger::new();
         clean_run(&mut ledger, 1..301);
-        // The second window loses 102 and duplicates 200.
+        // The second window loses 402 and duplicates 500.
         for seq in 301..601 {
-            ledger.published(seq, 0, true);
+            publish(&mut ledger, seq);
             if is_matching(seq) && seq != 402 {
-                ledger.delivered(seq, 1, true);
+                deliver(&mut ledger, seq, 1);
             }
         }
-        ledger.delivered(500, 2, true);
+        deliver(&mut ledger, 500, 2);
 
         let first = ledger.counts(1..301);
         assert_eq!((first.expected, first.delivered), (150, 150));
@@ -482,15 +587,15 @@ mod tests {
         let mut ledger = Ledger::new();
         // 300 consecutive seqs: each pipeline gets 100 of them, 50 matching.
         for seq in 1..301 {
-            ledger.published(seq, 0, true);
+            publish(&mut ledger, seq);
             // seq 6 (pipeline 1) is lost; seq 8 (pipeline 3) is duplicated; odd seq 7
             // (pipeline 2) comes out anyway.
             if is_matching(seq) && seq != 6 {
-                ledger.delivered(seq, 1, true);
+                deliver(&mut ledger, seq, 1);
             }
         }
-        ledger.delivered(8, 2, true);
-        ledger.delivered(7, 2, true);
+        deliver(&mut ledger, 8, 2);
+        deliver(&mut ledger, 7, 2);
 
         let counts = ledger.counts(1..301);
         assert_eq!(
@@ -503,38 +608,24 @@ mod tests {
             names,
             ["sensor_filter_1", "sensor_filter_2", "sensor_filter_3"]
         );
-        let p1 = &counts.per_pipeline["sensor_filter_1"];
-        let p2 = &counts.per_pipeline["sensor_filter_2"];
-        let p3 = &counts.per_pipeline["sensor_filter_3"];
+        let pipeline = |expected, delivered, lost, duplicated, unexpected| PipelineCounts {
+            expected,
+            delivered,
+            lost,
+            duplicated,
+            unexpected,
+        };
         assert_eq!(
-            *p1,
-            PipelineCounts {
-                expected: 50,
-                delivered: 49,
-                lost: 1,
-                duplicated: 0,
-                unexpected: 0
-            }
+            counts.per_pipeline["sensor_filter_1"],
+            pipeline(50, 49, 1, 0, 0)
         );
         assert_eq!(
-            *p2,
-            PipelineCounts {
-                expected: 50,
-                delivered: 50,
-                lost: 0,
-                duplicated: 0,
-                unexpected: 1
-            }
+            counts.per_pipeline["sensor_filter_2"],
+            pipeline(50, 50, 0, 0, 1)
         );
         assert_eq!(
-            *p3,
-            PipelineCounts {
-                expected: 50,
-                delivered: 50,
-                lost: 0,
-                duplicated: 1,
-                unexpected: 0
-            }
+            counts.per_pipeline["sensor_filter_3"],
+            pipeline(50, 50, 0, 1, 0)
         );
     }
 }

@@ -2,10 +2,12 @@
 //! per-event ledger that says exactly which events were lost, duplicated or unexpected.
 //!
 //! - [`ledger`] — the workload's definition (payload, topics, pipeline names) and the
-//!   [`Ledger`], pure logic keyed by the run-wide `seq`.
+//!   [`Ledger`], which records the run's [`crate::history::History`] and indexes it by `seq`.
 //! - [`publisher`] — a [`Publisher`] of bursts and paced runs (QoS 1); every event ends up in
 //!   the ledger as acked or, never acknowledged by the broker, unknown.
-//! - [`collector`] — a [`Collector`] of the pipelines' outputs, recording each arrival.
+//! - [`collector`] — a [`Collector`] of the pipelines' outputs, recording each arrival, and the
+//!   drain (a quiet period) a verdict waits for.
+//! - [`verdict`] — a trial's verdict on its events: drain, then [`crate::check`] on the history.
 //!
 //! The workload: event `seq` (a run-wide counter from 1, so phases' windows never overlap) is
 //! `{"event_type":"SensorReading","sensor_id":"sensor_<seq%10>","temperature":T,"seq":seq,
@@ -16,7 +18,9 @@
 pub mod collector;
 pub mod ledger;
 pub mod publisher;
+pub mod verdict;
 
 pub use collector::Collector;
 pub use ledger::{pipeline_name, pipeline_of, Counts, Ledger, PipelineCounts, SensorReading};
 pub use publisher::{Publisher, TrafficHandle};
+pub use verdict::{judge_trial, DrainSettings, Verdict};

@@ -37,6 +37,7 @@ use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 
 use super::ledger::{input_topic, Ledger, SensorReading};
 use crate::backend::now_us;
+use crate::history::PacedRun;
 
 /// Bound on connecting and on the first ConnAck: a loopback broker answers in milliseconds; one
 /// that has not after 5 s is down.
@@ -144,7 +145,7 @@ impl AckTracker {
 #[derive(Debug, Default)]
 struct Unsettled {
     sent_at_us: Option<u64>,
-    acked: bool,
+    acked_at_us: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -192,8 +193,22 @@ pub struct Publisher {
 /// A paced run in progress; [`TrafficHandle::stop`] ends it.
 pub struct TrafficHandle {
     inner: Arc<Inner>,
+    rate_per_s: u32,
     stop: oneshot::Sender<()>,
-    task: AbortOnDrop<Option<Range<u64>>>,
+    task: AbortOnDrop<Paced>,
+}
+
+/// What the paced task did: the seqs it handed out and for how long it ran.
+struct Paced {
+    window: Option<Range<u64>>,
+    elapsed: Duration,
+}
+
+/// What settling a window found.
+struct Settled {
+    unacked: usize,
+    /// Events of the window handed to the MQTT client.
+    sent: u64,
 }
 
 impl Publisher {
@@ -254,7 +269,7 @@ impl Publisher {
                 Err(_) => break,
             }
         }
-        let unacked = self.inner.settle(window.clone(), deadline).await;
+        let unacked = self.inner.settle(window.clone(), deadline).await.unacked;
         if handed_out < count {
             tracing::warn!(
                 handed_out,
@@ -297,6 +312,7 @@ impl Publisher {
         ));
         TrafficHandle {
             inner: Arc::clone(&self.inner),
+            rate_per_s,
             stop,
             task: AbortOnDrop(task),
         }
@@ -321,46 +337,54 @@ impl Publisher {
 
 impl TrafficHandle {
     /// Stops the paced run and waits, bounded, for the acks of what it published; every event of
-    /// the run is then in the ledger. Returns the run's seq window (empty if it sent nothing).
-    pub async fn stop(self) -> anyhow::Result<Range<u64>> {
+    /// the run is then in the ledger, and the run itself (requested and achieved rate) in its
+    /// history. Returns the run (its seqs are empty if it sent nothing).
+    pub async fn stop(self) -> anyhow::Result<PacedRun> {
         let TrafficHandle {
             inner,
+            rate_per_s,
             stop,
             mut task,
         } = self;
         let _ = stop.send(());
-        let window = match (&mut task.0).await.context("paced publisher task failed")? {
-            Some(window) => window,
-            None => {
-                let next = inner.next_seq.load(Ordering::SeqCst);
-                next..next
-            }
-        };
+        let paced = (&mut task.0).await.context("paced publisher task failed")?;
+        let window = paced.window.unwrap_or_else(|| {
+            let next = inner.next_seq.load(Ordering::SeqCst);
+            next..next
+        });
         let outstanding = {
             let state = lock(&inner.state);
             state
                 .unsettled
                 .range(window.clone())
-                .filter(|(_, u)| !u.acked)
+                .filter(|(_, u)| u.acked_at_us.is_none())
                 .count()
         };
         let deadline = Instant::now() + ack_wait(outstanding as u64);
-        let unacked = inner.settle(window.clone(), deadline).await;
-        if unacked > 0 {
+        let settled = inner.settle(window.clone(), deadline).await;
+        if settled.unacked > 0 {
             tracing::warn!(
-                unacked,
+                unacked = settled.unacked,
                 ?window,
                 "paced: events not acked in time are unknown"
             );
         }
-        Ok(window)
+        let run = PacedRun {
+            from_seq: window.start,
+            to_seq: window.end,
+            requested_per_s: rate_per_s,
+            sent: settled.sent,
+            elapsed_us: paced.elapsed.as_micros() as u64,
+        };
+        lock(&inner.ledger).paced_run(run.clone());
+        Ok(run)
     }
 }
 
 impl Inner {
     /// Waits until every event of `window` this publisher allocated is acked, or `deadline`;
-    /// then writes them all to the ledger. Returns how many were not acked.
-    async fn settle(&self, window: Range<u64>, deadline: Instant) -> usize {
+    /// then writes them all to the ledger.
+    async fn settle(&self, window: Range<u64>, deadline: Instant) -> Settled {
         let mut acks = self.acks.subscribe();
         // Acks are never withdrawn, so the scan resumes at the first seq not yet acked.
         let mut cursor = window.start;
@@ -371,7 +395,7 @@ impl Inner {
                 state
                     .unsettled
                     .range(cursor..window.end)
-                    .find(|(_, u)| !u.acked)
+                    .find(|(_, u)| u.acked_at_us.is_none())
                     .map(|(&seq, _)| seq)
             };
             match first_unacked {
@@ -394,13 +418,21 @@ impl Inner {
         };
         let now = now_us();
         let mut ledger = lock(&self.ledger);
-        let mut unacked = 0;
+        let mut out = Settled {
+            unacked: 0,
+            sent: 0,
+        };
         for (seq, unsettled) in settled {
-            unacked += usize::from(!unsettled.acked);
+            out.unacked += usize::from(unsettled.acked_at_us.is_none());
+            out.sent += u64::from(unsettled.sent_at_us.is_some());
             // Never sent (abandoned): its send time is the moment it was given up.
-            ledger.published(seq, unsettled.sent_at_us.unwrap_or(now), unsettled.acked);
+            ledger.published(
+                seq,
+                unsettled.sent_at_us.unwrap_or(now),
+                unsettled.acked_at_us,
+            );
         }
-        unacked
+        out
     }
 
     fn on_event(&self, event: &Event) {
@@ -408,10 +440,11 @@ impl Inner {
         let Some(sent) = state.tracker.on_event(event) else {
             return;
         };
+        let acked_at_us = now_us();
         match state.unsettled.get_mut(&sent.seq) {
-            Some(unsettled) => unsettled.acked = true,
+            Some(unsettled) => unsettled.acked_at_us = Some(acked_at_us),
             // Its window was settled already (as unacked): a late ack upgrades it.
-            None => lock(&self.ledger).published(sent.seq, sent.sent_at_us, true),
+            None => lock(&self.ledger).published(sent.seq, sent.sent_at_us, Some(acked_at_us)),
         }
         drop(state);
         self.acks.send_modify(|n| *n += 1);
@@ -547,14 +580,15 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
     }
 }
 
-/// The paced task. Returns the window of the seqs it handed out.
+/// The paced task. Returns the window of the seqs it handed out and how long it ran (monotonic).
 async fn pace(
     inner: Arc<Inner>,
     outbound: mpsc::Sender<u64>,
     period: Duration,
     per_tick: u32,
     mut stop: oneshot::Receiver<()>,
-) -> Option<Range<u64>> {
+) -> Paced {
+    let started = Instant::now();
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut window: Option<Range<u64>> = None;
@@ -584,7 +618,10 @@ async fn pace(
             });
         }
     }
-    window
+    Paced {
+        window,
+        elapsed: started.elapsed(),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,407 @@
+//! Checkers: pure functions over a [`History`] (no I/O, no clock). The runner calls
+//! [`trial_verdict`] at a trial's `assert_counts` and at its end (after a drain), and
+//! [`apply`] once over the whole run after the final drain; `harness report DIR` calls [`apply`]
+//! again on `run.json`, so the reports always show what the checkers say of the history.
+//!
+//! A verdict is taken on a cut of the history ([`Rows`]: how many rows each table held), so it
+//! can be reproduced exactly later. Everything recorded after a trial's cut that names one of
+//! its seqs is *late*: charged to that trial, whenever it arrived (during a later phase or the
+//! final drain), and it fails the trial and so the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+mod run;
+
+pub use run::{apply, tally, LateArrival, Tallies, Tally, TrialTally};
+
+use crate::history::{Arrival, Field, History, Publish, Rows};
+use crate::traffic::ledger::{is_matching, pipeline_of, Counts};
+
+/// What a phase allows (`assert_counts`): exact numbers, every one 0 by default.
+pub use crate::step::AssertCountsArgs as Allowance;
+
+/// Seqs named in one finding: enough to spot a pattern, short enough to read.
+pub const SEQS_LISTED: usize = 10;
+/// Late arrivals kept per trial in the run-wide tally (all are counted).
+pub const LATE_LISTED: usize = 20;
+
+/// One arrival whose payload was not the event sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed {
+    pub seq: u64,
+    pub copy: u32,
+    /// [`Field`] bits of what was missing or changed.
+    pub wrong: u8,
+}
+
+/// A window's counts and the seqs behind each of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowCheck {
+    pub counts: Counts,
+    pub lost: Vec<u64>,
+    /// Seqs with more than one copy.
+    pub duplicated: Vec<u64>,
+    pub unexpected: Vec<u64>,
+    pub unknown: Vec<u64>,
+    pub malformed: Vec<Malformed>,
+    /// Seqs of the window with no publish row at all.
+    pub unrecorded: Vec<u64>,
+}
+
+/// What a trial's event verdict was judged on, kept in its [`TrialRecord`] so the checkers can
+/// re-judge it from the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventCheck {
+    /// The trial's seqs, if it published any.
+    pub seqs: Option<Range<u64>>,
+    /// The history's rows when the trial started and when its verdict was taken.
+    pub from: Rows,
+    pub cut: Rows,
+    pub allow: Allowance,
+}
+
+/// The window's counts as of `cut`, with the seqs behind them.
+pub fn window(history: &History, seqs: Range<u64>, cut: Rows) -> WindowCheck {
+    let publishes = publications(
+        &history.publishes[..cut.publishes.min(history.publishes.len())],
+        &seqs,
+    );
+    let mut arrivals: BTreeMap<u64, Vec<&Arrival>> = BTreeMap::new();
+    for a in &history.arrivals[..cut.arrivals.min(history.arrivals.len())] {
+        if seqs.contains(&a.seq) {
+            arrivals.entry(a.seq).or_default().push(a);
+        }
+    }
+    let mut check = WindowCheck {
+        unrecorded: seqs
+            .clone()
+            .filter(|s| !publishes.contains_key(s))
+            .take(SEQS_LISTED)
+            .collect(),
+        ..WindowCheck::default()
+    };
+    let seen: BTreeSet<u64> = publishes.keys().chain(arrivals.keys()).copied().collect();
+    for seq in seen {
+        let publish = publishes.get(&seq);
+        check.seq(seq, publish, arrivals.get(&seq).map_or(&[], Vec::as_slice));
+    }
+    check
+}
+
+/// Per seq, its publish as of the cut: the first acked row, else the first row.
+pub(crate) fn publications(rows: &[Publish], seqs: &Range<u64>) -> BTreeMap<u64, Publish> {
+    let mut out: BTreeMap<u64, Publish> = BTreeMap::new();
+    for p in rows.iter().filter(|p| seqs.contains(&p.seq)) {
+        let slot = out.entry(p.seq).or_insert(*p);
+        if slot.acked_at_us.is_none() && p.acked_at_us.is_some() {
+            *slot = *p;
+        }
+    }
+    out
+}
+
+/// Which fields of `arrival` are not what was sent: the workload's fields, and the send time
+/// against the publish row.
+pub fn wrong_fields(arrival: &Arrival, publish: Option<&Publish>) -> u8 {
+    let sent_at_differs = publish.is_some_and(|p| arrival.sent_at_us != Some(p.sent_at_us));
+    arrival.wrong
+        | if sent_at_differs {
+            Field::SentAt as u8
+        } else {
+            0
+        }
+}
+
+impl WindowCheck {
+    fn seq(&mut self, seq: u64, publish: Option<&Publish>, arrivals: &[&Arrival]) {
+        let c = &mut self.counts;
+        let pipeline = c.per_pipeline.entry(pipeline_of(seq)).or_default();
+        let mut first_good = None;
+        for a in arrivals {
+            match wrong_fields(a, publish) {
+                0 => _ = first_good.get_or_insert(a.at_us),
+                wrong => {
+                    c.malformed += 1;
+                    self.malformed.push(Malformed {
+                        seq,
+                        copy: a.copy,
+                        wrong,
+                    });
+                }
+            }
+        }
+        let copies = arrivals.len() as u64;
+        c.published += u64::from(publish.is_some());
+        if publish.is_some_and(|p| p.acked_at_us.is_none()) {
+            c.unknown += 1;
+            self.unknown.push(seq);
+        }
+        let Some(publish) = publish.filter(|_| is_matching(seq)) else {
+            c.unexpected += copies;
+            pipeline.unexpected += copies;
+            if copies > 0 {
+                self.unexpected.push(seq);
+            }
+            return;
+        };
+        let extra = copies.saturating_sub(1);
+        c.duplicated += extra;
+        pipeline.duplicated += extra;
+        if extra > 0 {
+            self.duplicated.push(seq);
+        }
+        if publish.acked_at_us.is_none() {
+            return;
+        }
+        c.expected += 1;
+        pipeline.expected += 1;
+        match first_good {
+            Some(at_us) => {
+                c.delivered += 1;
+                pipeline.delivered += 1;
+                c.latency_us.push(at_us.saturating_sub(publish.sent_at_us));
+                c.delivered_at_us.push(at_us);
+            }
+            None => {
+                c.lost += 1;
+                pipeline.lost += 1;
+                self.lost.push(seq);
+            }
+        }
+    }
+}
+
+/// Why `check` (of a window `len` seqs long) breaks `allow`; empty when it does not.
+pub fn judge(check: &WindowCheck, len: u64, allow: &Allowance) -> Vec<String> {
+    let c = &check.counts;
+    let mut wrong = Vec::new();
+    if c.published < len {
+        wrong.push(format!(
+            "{} of {len} seqs were never recorded as published: {}",
+            len - c.published,
+            listed(&check.unrecorded)
+        ));
+    }
+    if let Some(e) = allow.expected.filter(|&e| e != c.expected) {
+        wrong.push(format!(
+            "expected {e} events, the ledger expects {}",
+            c.expected
+        ));
+    }
+    for (name, want, got, seqs) in [
+        ("lost", allow.lost, c.lost, &check.lost),
+        (
+            "duplicated",
+            allow.duplicated,
+            c.duplicated,
+            &check.duplicated,
+        ),
+        (
+            "unexpected",
+            allow.unexpected,
+            c.unexpected,
+            &check.unexpected,
+        ),
+        ("unknown", allow.unknown, c.unknown, &check.unknown),
+    ] {
+        if want != got {
+            wrong.push(format!(
+                "{name} = {got}, want {want} (seqs {})",
+                listed(seqs)
+            ));
+        }
+    }
+    if allow.malformed != c.malformed {
+        let which: Vec<String> = check
+            .malformed
+            .iter()
+            .take(SEQS_LISTED)
+            .map(|m| format!("seq {} copy {}: {}", m.seq, m.copy, Field::names(m.wrong)))
+            .collect();
+        wrong.push(format!(
+            "malformed = {}, want {} ({})",
+            c.malformed,
+            allow.malformed,
+            which.join("; ")
+        ));
+    }
+    if c.undecodable > 0 {
+        wrong.push(format!("undecodable = {}, want 0", c.undecodable));
+    }
+    wrong
+}
+
+/// A trial's verdict on its events as of `cut`: its counts (with the undecodable arrivals
+/// recorded between `from` and `cut`) and why they break `allow`.
+pub fn trial_verdict(
+    history: &History,
+    seqs: Option<Range<u64>>,
+    from: Rows,
+    cut: Rows,
+    allow: &Allowance,
+) -> (Counts, Vec<String>) {
+    let mut check = match &seqs {
+        Some(s) => window(history, s.clone(), cut),
+        None => WindowCheck::default(),
+    };
+    check.counts.undecodable = cut.undecodable.saturating_sub(from.undecodable) as u64;
+    let len = seqs.map_or(0, |s| s.end - s.start);
+    let findings = judge(&check, len, allow);
+    (check.counts, findings)
+}
+
+/// `[14, 16, 18]`, with `…` when the list was cut at [`SEQS_LISTED`].
+fn listed(seqs: &[u64]) -> String {
+    let shown: Vec<String> = seqs.iter().take(SEQS_LISTED).map(u64::to_string).collect();
+    let more = if seqs.len() > SEQS_LISTED {
+        ", …"
+    } else {
+        ""
+    };
+    format!("[{}{more}]", shown.join(", "))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::traffic::ledger::{SensorReading, OUTPUT_TOPIC};
+    use crate::traffic::Ledger;
+
+    pub(crate) fn sent_at(seq: u64) -> u64 {
+        1_000_000 + seq * 1_000
+    }
+
+    /// Publishes `seqs` (acked) and delivers every matching one once, as sent.
+    pub(crate) fn clean(ledger: &mut Ledger, seqs: Range<u64>) {
+        for seq in seqs {
+            ledger.published(seq, sent_at(seq), Some(sent_at(seq) + 10));
+            if is_matching(seq) {
+                deliver(ledger, seq);
+            }
+        }
+    }
+
+    pub(crate) fn deliver(ledger: &mut Ledger, seq: u64) {
+        let payload = SensorReading::new(seq, sent_at(seq)).to_json();
+        ledger.arrived(OUTPUT_TOPIC, sent_at(seq) + 500, &payload);
+    }
+
+    #[test]
+    fn a_clean_window_passes_with_the_defaults() {
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..21);
+        let (counts, findings) = trial_verdict(
+            ledger.history(),
+            Some(1..21),
+            Rows::default(),
+            ledger.rows(),
+            &Allowance::default(),
+        );
+        assert_eq!((counts.expected, counts.delivered), (10, 10));
+        assert_eq!(findings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_publish_never_acked_fails_unless_allowed() {
+        // No `expected` given (phases 3, 7, hung-worker): the total cannot shrink silently.
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..4);
+        ledger.published(4, sent_at(4), None);
+        clean(&mut ledger, 5..9);
+        let verdict = |allow: &Allowance| {
+            trial_verdict(
+                ledger.history(),
+                Some(1..9),
+                Rows::default(),
+                ledger.rows(),
+                allow,
+            )
+        };
+        let (counts, findings) = verdict(&Allowance::default());
+        assert_eq!((counts.expected, counts.unknown, counts.lost), (3, 1, 0));
+        assert_eq!(findings, ["unknown = 1, want 0 (seqs [4])"]);
+        let allow = Allowance {
+            unknown: 1,
+            ..Allowance::default()
+        };
+        assert!(verdict(&allow).1.is_empty());
+    }
+
+    #[test]
+    fn seqs_never_recorded_fail() {
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..9);
+        let (_, findings) = trial_verdict(
+            ledger.history(),
+            Some(1..11),
+            Rows::default(),
+            ledger.rows(),
+            &Allowance::default(),
+        );
+        assert_eq!(
+            findings,
+            ["2 of 10 seqs were never recorded as published: [9, 10]"]
+        );
+    }
+
+    #[test]
+    fn malformed_copies_are_named_with_their_fields() {
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..11);
+        let mut changed = SensorReading::new(4, sent_at(4));
+        changed.temperature = 99.0;
+        ledger.arrived(OUTPUT_TOPIC, 1, &changed.to_json());
+        ledger.arrived(OUTPUT_TOPIC, 2, &SensorReading::new(6, 7).to_json());
+        ledger.arrived(OUTPUT_TOPIC, 3, b"{}");
+        let (counts, findings) = trial_verdict(
+            ledger.history(),
+            Some(1..11),
+            Rows::default(),
+            ledger.rows(),
+            &Allowance::default(),
+        );
+        assert_eq!(
+            (
+                counts.delivered,
+                counts.duplicated,
+                counts.malformed,
+                counts.undecodable
+            ),
+            (5, 2, 2, 1)
+        );
+        assert_eq!(
+            findings,
+            [
+                "duplicated = 2, want 0 (seqs [4, 6])",
+                "malformed = 2, want 0 (seq 4 copy 2: temperature; seq 6 copy 2: sent_at_us)",
+                "undecodable = 1, want 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_verdict_is_reproduced_from_its_cut() {
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..11);
+        let cut = ledger.rows();
+        let allow = Allowance::default();
+        let at_verdict = trial_verdict(ledger.history(), Some(1..11), Rows::default(), cut, &allow);
+        // Later: an extra copy and a garbage payload.
+        deliver(&mut ledger, 2);
+        ledger.arrived(OUTPUT_TOPIC, 9, b"x");
+        let again = trial_verdict(ledger.history(), Some(1..11), Rows::default(), cut, &allow);
+        assert_eq!(again, at_verdict);
+        assert!(again.1.is_empty());
+        let now = trial_verdict(
+            ledger.history(),
+            Some(1..11),
+            Rows::default(),
+            ledger.rows(),
+            &allow,
+        );
+        assert_eq!((now.0.duplicated, now.0.undecodable), (1, 1));
+    }
+}
