@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::backend::docker::DockerBackend;
 use crate::backend::process::{locate_cluster_bin, locate_static_cluster_bin, ProcessBackend};
 use crate::backend::{Backend, ClusterSpec, DetectorTimings, RaftTimings};
+use crate::check;
 use crate::exit;
 use crate::phase::{self, Capabilities};
 use crate::probe::PROBE_TIMEOUT;
-use crate::record::{RunData, RunSettings, Status};
+use crate::record::{RunData, RunSettings};
 use crate::report;
-use crate::runner::{Runner, RunnerOptions, POLL_INTERVAL};
+use crate::runner::{Runner, RunnerOptions, DRAIN_QUIET, POLL_INTERVAL};
+use crate::traffic::DrainSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,6 +72,10 @@ pub struct RunArgs {
     /// Grace period after a worker's link closes before it is declared unhealthy.
     #[arg(long, default_value_t = DetectorTimings::SEED.grace_ms)]
     pub grace_ms: u64,
+    /// Quiet period of the drain every event verdict waits for (and the final drain): no
+    /// arrival on the output topic for this long, at most 5 s.
+    #[arg(long, default_value_t = DRAIN_QUIET.as_millis() as u64)]
+    pub drain_quiet_ms: u64,
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -230,6 +236,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
         "cargo run -p harness -- --phases {} --repeat {} --backend {backend} --seed {seed}",
         args.phases, args.repeat
     );
+    if args.drain_quiet_ms != DRAIN_QUIET.as_millis() as u64 {
+        cmd += &format!(" --drain-quiet-ms {}", args.drain_quiet_ms);
+    }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
     }
@@ -323,7 +332,7 @@ async fn run_with<B: Backend>(
             detector: Some(backend.spec().detector),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
-            drain_quiet_ms: 0,
+            drain_quiet_ms: args.drain_quiet_ms,
         },
         trials: vec![],
         interrupted: false,
@@ -331,7 +340,9 @@ async fn run_with<B: Backend>(
         final_drain: None,
         tally: None,
     };
-    let mut runner = Runner::new(backend, RunnerOptions::for_raft(seed, raft.election_max_ms))?;
+    let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
+    options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
+    let mut runner = Runner::new(backend, options)?;
     let json = args.format == Format::Json;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
     let finished = std::cell::RefCell::new(Vec::new());
@@ -363,11 +374,16 @@ async fn run_with<B: Backend>(
         }
     };
     let trials = finished.into_inner();
+    // The final drain, then the run-wide checker over the whole history.
+    let (history, final_drain) = runner.final_drain().await;
     if let Err(e) = runner.shutdown().await {
         tracing::warn!("shutdown: {e:#}");
     }
     data.trials = trials;
     data.interrupted = interrupted;
+    data.history = history;
+    data.final_drain = final_drain;
+    check::apply(&mut data);
     report::save_run(dir, &data)?;
     Ok((data, dir.to_path_buf()))
 }
@@ -389,7 +405,7 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
     }
     if data.interrupted {
         exit::INTERRUPTED
-    } else if data.trials.iter().all(|t| t.status == Status::Pass) {
+    } else if data.all_passed() {
         exit::PASS
     } else {
         exit::PHASE_FAILED

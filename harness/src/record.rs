@@ -225,6 +225,18 @@ impl RunData {
             && self.tally.as_ref().is_none_or(|t| t.findings.is_empty())
     }
 
+    /// The paced runs a trial's seqs contain.
+    pub fn paced_runs(&self, t: &TrialRecord) -> Vec<&crate::history::PacedRun> {
+        let Some(seqs) = t.check.as_ref().and_then(|c| c.seqs.as_ref()) else {
+            return Vec::new();
+        };
+        self.history
+            .paced
+            .iter()
+            .filter(|p| seqs.start <= p.from_seq && p.to_seq <= seqs.end)
+            .collect()
+    }
+
     pub fn passed(&self) -> usize {
         self.trials
             .iter()

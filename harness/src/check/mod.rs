@@ -18,6 +18,7 @@ mod run;
 pub use run::{apply, tally, LateArrival, Tallies, Tally, TrialTally};
 
 use crate::history::{Arrival, Field, History, Publish, Rows};
+use crate::traffic::collector::Drained;
 use crate::traffic::ledger::{is_matching, pipeline_of, Counts};
 
 /// What a phase allows (`assert_counts`): exact numbers, every one 0 by default.
@@ -61,6 +62,9 @@ pub struct EventCheck {
     pub from: Rows,
     pub cut: Rows,
     pub allow: Allowance,
+    /// The drain the verdict waited for.
+    #[serde(default)]
+    pub drained: Option<Drained>,
 }
 
 /// The window's counts as of `cut`, with the seqs behind them.

@@ -319,6 +319,7 @@ mod tests {
                 from,
                 cut,
                 allow,
+                drained: None,
             }),
             bindings: Default::default(),
         }

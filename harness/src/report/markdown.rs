@@ -14,7 +14,7 @@ const LABEL_WIDTH: usize = 45;
 pub fn results_block(data: &RunData) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{RULE}\n=== {TITLE} ===");
-    for t in &data.trials {
+    for (index, t) in data.trials.iter().enumerate() {
         let mut label = format!("Phase {}: {} ", t.id, t.name);
         if t.trials > 1 {
             label = format!("Phase {}: {} [{}/{}] ", t.id, t.name, t.trial, t.trials);
@@ -33,6 +33,15 @@ pub fn results_block(data: &RunData) -> String {
         if let Some(e) = &t.error {
             let _ = writeln!(s, "  error: {e}");
         }
+        for late in data
+            .tally
+            .iter()
+            .flat_map(|tally| &tally.trials)
+            .filter(|l| l.index == index)
+            .flat_map(|l| &l.findings)
+        {
+            let _ = writeln!(s, "  late: {late}");
+        }
     }
     let _ = writeln!(s, "{RULE}");
     let _ = writeln!(
@@ -46,6 +55,9 @@ pub fn results_block(data: &RunData) -> String {
             ""
         }
     );
+    for f in data.tally.iter().flat_map(|t| &t.findings) {
+        let _ = writeln!(s, "RUN-WIDE: {f}");
+    }
     let _ = writeln!(s, "{RULE}");
     s
 }
@@ -61,8 +73,8 @@ pub fn results_markdown(data: &RunData) -> String {
     let _ = writeln!(s, "```\n{}```\n", results_block(data));
 
     let _ = writeln!(s, "## Results table\n");
-    let _ = writeln!(s, "| Phase | Test | Trial | Result | Duration | Delivered | Lost | Duplicated | Unexpected | Details |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| Phase | Test | Trial | Result | Duration | Delivered | Lost | Duplicated | Unexpected | Unknown | Malformed | Details |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for t in &data.trials {
         let details = match &t.error {
             Some(e) => format!("{} — {}", t.details, e),
@@ -70,10 +82,10 @@ pub fn results_markdown(data: &RunData) -> String {
         };
         let counts = match &t.events {
             Some(c) => format!(
-                "{}/{} | {} | {} | {}",
-                c.delivered, c.expected, c.lost, c.duplicated, c.unexpected
+                "{}/{} | {} | {} | {} | {} | {}",
+                c.delivered, c.expected, c.lost, c.duplicated, c.unexpected, c.unknown, c.malformed
             ),
-            None => "– | – | – | –".into(),
+            None => "– | – | – | – | – | –".into(),
         };
         let _ = writeln!(
             s,
@@ -101,6 +113,8 @@ pub fn results_markdown(data: &RunData) -> String {
          polling (every wait returns at the first poll, 20 ms apart, that sees its condition).\n",
         if total_s > 0.0 { 100.0 * rest_s / total_s } else { 0.0 }
     );
+
+    let _ = write!(s, "{}", super::events::section(data));
 
     let figures = super::figures(data);
     if !figures.is_empty() {

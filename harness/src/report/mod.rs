@@ -1,6 +1,8 @@
 //! Reports: a pure function of [`RunData`] (`run.json`), so `harness report DIR` rebuilds them.
 //! Writes `results.md`, `phases.csv`, `steps.csv`, `timings.csv` and `summary.json`.
 
+mod events;
+mod json;
 mod markdown;
 
 use std::path::Path;
@@ -108,16 +110,18 @@ fn write_timeline_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
 /// Save the raw data, then the reports.
 pub fn save_run(dir: &Path, data: &RunData) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write(dir, RUN_DATA, &serde_json::to_vec_pretty(data)?)?;
+    write(dir, RUN_DATA, &json::to_vec(data)?)?;
     write_all(dir, data)
 }
 
-/// Rebuild the reports of a run directory from its `run.json`.
+/// Rebuild the reports of a run directory from its `run.json`, re-running the run-wide
+/// checker over its history first (so the reports say what the checkers say of it).
 pub fn regenerate(dir: &Path) -> anyhow::Result<RunData> {
     let path = dir.join(RUN_DATA);
     let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let data: RunData =
+    let mut data: RunData =
         serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+    crate::check::apply(&mut data);
     write_all(dir, &data)?;
     Ok(data)
 }
@@ -135,8 +139,17 @@ pub struct Summary {
     pub seed: u64,
     pub passed: usize,
     pub total: usize,
+    /// Every phase passed and the run-wide checker found nothing charged to no phase.
+    pub run_passed: bool,
     pub phases: Vec<SummaryPhase>,
     pub timings: std::collections::BTreeMap<String, Percentiles>,
+    /// Arrivals, run-wide, whose payload named no seq.
+    pub undecodable: u64,
+    /// The run-wide checker's findings charged to no phase.
+    pub run_findings: Vec<String>,
+    /// How the final drain went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_drain: Option<crate::traffic::collector::Drained>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,9 +162,24 @@ pub struct SummaryPhase {
     pub details: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The trial's per-event counts, when it published events.
+    /// The trial's per-event counts, when it published events: those its verdict was judged on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventSummary>,
+    /// What the run-wide checker charged to this trial after its verdict (late arrivals).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub late_findings: Vec<String>,
+    /// Paced runs of this trial: requested and achieved rate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paced: Vec<SummaryPaced>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SummaryPaced {
+    pub requested_per_s: u32,
+    /// Events handed to the MQTT client per second of the run (monotonic clock).
+    pub achieved_per_s: f64,
+    pub sent: u64,
+    pub elapsed_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,19 +191,39 @@ pub struct EventSummary {
     pub unexpected: u64,
     /// Publishes the broker never acknowledged: outcome unknown, never counted as lost.
     pub unknown: u64,
+    /// Arrivals with a field missing or changed, each copy.
+    pub malformed: u64,
+    /// Arrivals naming no seq during this trial.
+    pub undecodable: u64,
 }
 
 pub fn summary(data: &RunData) -> Summary {
+    let late = |index: usize| -> Vec<String> {
+        data.tally
+            .iter()
+            .flat_map(|tally| &tally.trials)
+            .filter(|t| t.index == index)
+            .flat_map(|t| t.findings.clone())
+            .collect()
+    };
     Summary {
         run_id: data.run_id.clone(),
         backend: data.backend.clone(),
         seed: data.seed,
         passed: data.passed(),
         total: data.trials.len(),
+        run_passed: data.all_passed(),
+        undecodable: data.history.undecodable.len() as u64,
+        run_findings: data
+            .tally
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.findings.clone()),
+        final_drain: data.final_drain,
         phases: data
             .trials
             .iter()
-            .map(|t| SummaryPhase {
+            .enumerate()
+            .map(|(index, t)| SummaryPhase {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 trial: t.trial,
@@ -190,7 +238,20 @@ pub fn summary(data: &RunData) -> Summary {
                     duplicated: c.duplicated,
                     unexpected: c.unexpected,
                     unknown: c.unknown,
+                    malformed: c.malformed,
+                    undecodable: c.undecodable,
                 }),
+                late_findings: late(index),
+                paced: data
+                    .paced_runs(t)
+                    .into_iter()
+                    .map(|p| SummaryPaced {
+                        requested_per_s: p.requested_per_s,
+                        achieved_per_s: round3(p.achieved_per_s()),
+                        sent: p.sent,
+                        elapsed_s: round3(p.elapsed_us as f64 / 1e6),
+                    })
+                    .collect(),
             })
             .collect(),
         timings: timing_table(data).into_iter().collect(),
@@ -324,6 +385,8 @@ fn write_phases_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
         "duplicated",
         "unexpected",
         "unknown",
+        "malformed",
+        "undecodable",
         "details",
         "error",
     ])?;
@@ -349,6 +412,8 @@ fn write_phases_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
             &n(c.duplicated),
             &n(c.unexpected),
             &n(c.unknown),
+            &n(c.malformed),
+            &n(c.undecodable),
             &t.details,
             t.error.as_deref().unwrap_or(""),
         ])?;

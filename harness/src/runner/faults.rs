@@ -99,6 +99,7 @@ impl<B: Backend> Runner<B> {
             }
             other => bail!("'{}' is not a fault", other.action()),
         };
+        self.record_fault(at, step.action(), node, how);
         if !matches!(step, Step::Resume(_) | Step::Heal(_)) {
             trial.last_fault_us = at;
         }
@@ -119,6 +120,7 @@ impl<B: Backend> Runner<B> {
             self.backend.stop(node).await?;
         }
         let at = self.start_node(node).await?;
+        self.record_fault(at, "restart", node, "spawned");
         trial.last_fault_us = trial.last_fault_us.max(at);
         let timeout = a
             .timeout_ms

@@ -29,6 +29,7 @@ use crate::phase::{Phase, Planned};
 use crate::probe::{EventTail, Probe};
 use crate::record::{Status, StepRecord, TrialRecord};
 use crate::step::Step;
+use crate::traffic::DrainSettings;
 
 pub use crate::poll::POLL_INTERVAL;
 pub use traffic::seed_pipeline_source;
@@ -43,7 +44,14 @@ pub struct RunnerOptions {
     pub leader_timeout: Duration,
     /// Default bound for nodes to answer after (re)start.
     pub start_timeout: Duration,
+    /// The drain every event verdict waits for (and the final drain).
+    pub drain: DrainSettings,
 }
+
+/// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
+/// owner's buffer) come within milliseconds on loopback; anything later is still charged to
+/// its phase by the run-wide checker.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 impl RunnerOptions {
     /// Defaults derived from the Raft timings: an election needs at most a few election timeouts
@@ -53,6 +61,7 @@ impl RunnerOptions {
             seed,
             leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
             start_timeout: Duration::from_secs(30),
+            drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }
 }
@@ -151,6 +160,7 @@ impl<B: Backend> Runner<B> {
         tracing::info!(phase = %phase.id, name = %phase.name, trial = trial_no, "phase start");
         let started_us = now_us();
         let mut trial = Trial::new(started_us);
+        trial.events_from = self.history_rows();
         let mut steps = Vec::new();
         let mut error = None;
         for (index, step) in phase.steps.iter().enumerate() {
@@ -179,9 +189,19 @@ impl<B: Backend> Runner<B> {
                 break;
             }
         }
+        // The trial's verdict on its events: after a drain, on the history as it then stands.
+        let verdict = self.trial_verdict(&trial, error.is_some()).await;
+        if let Some(v) = verdict.as_ref().filter(|v| !v.passed()) {
+            error.get_or_insert_with(|| {
+                format!("events at the trial's end: {}", v.findings.join("; "))
+            });
+        }
         let ended_us = now_us();
-        let events = self.trial_counts(&trial);
-        if let Some(c) = &events {
+        let events = verdict
+            .as_ref()
+            .filter(|_| trial.window.is_some())
+            .map(|v| &v.counts);
+        if let Some(c) = events {
             trial.values.insert(
                 "events".into(),
                 format!("{}/{} events", c.delivered, c.expected),
@@ -192,7 +212,7 @@ impl<B: Backend> Runner<B> {
                 tracing::warn!("heal after failed trial: {e:#}");
             }
         }
-        trial.into_record(phase, trial_no, trials, ended_us, error, steps, events)
+        trial.into_record(phase, trial_no, trials, ended_us, error, steps, verdict)
     }
 
     /// Execute one step. The one `match` on `Step`. Returns a note on what was observed.
@@ -222,7 +242,7 @@ impl<B: Backend> Runner<B> {
             Step::TrafficStart(a) => self.traffic_start(a),
             Step::TrafficStop(_) => self.traffic_stop(trial).await,
             Step::AwaitDelivery(a) => self.await_delivery(a, trial).await,
-            Step::AssertCounts(a) => self.assert_counts(a, trial),
+            Step::AssertCounts(a) => self.assert_counts(a, trial).await,
             Step::AwaitWorkerStatus(a) => self.await_worker_status_step(a, trial).await,
             Step::AwaitPlacementOff(a) => self.await_placement_off(a, trial).await,
             Step::AwaitWsConnections(a) => self.await_ws_step(a, trial).await,

@@ -11,11 +11,17 @@ use cluster::api::model::{Connector, GroupDef, GroupInfo, PipelineDef};
 use super::trial::Trial;
 use super::Runner;
 use crate::backend::Backend;
+use crate::backend::{NodeName, WallUs};
+use crate::history::{History, Rows};
 use crate::poll::{poll_until, Poll};
 use crate::step::{
     AssertCountsArgs, DeployArgs, DeployOutcome, PublishArgs, Target, TimeoutArgs, TrafficStartArgs,
 };
-use crate::traffic::{Collector, Counts, Ledger, Publisher, TrafficHandle};
+use crate::traffic::collector::Drained;
+use crate::traffic::publisher::lock;
+use crate::traffic::{
+    judge_trial, Collector, Counts, DrainSettings, Ledger, Publisher, TrafficHandle, Verdict,
+};
 
 /// Bound of waiting for a group's pipelines to run after a deploy.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,14 +95,6 @@ impl<B: Backend> Runner<B> {
             collector,
             paced: None,
         })
-    }
-
-    /// The ledger's counts of this trial's events, if it published any.
-    pub(super) fn trial_counts(&self, trial: &Trial) -> Option<Counts> {
-        match (&self.traffic, &trial.window) {
-            (Some(rig), Some(w)) => Some(rig.counts(w.clone())),
-            _ => None,
-        }
     }
 
     pub(super) async fn deploy_step(
@@ -280,39 +278,66 @@ impl<B: Backend> Runner<B> {
         ))
     }
 
-    pub(super) fn assert_counts(
+    /// `assert_counts`: the verdict on this trial's events after a drain (its allowances are
+    /// also the ones the trial's end is judged by).
+    pub(super) async fn assert_counts(
         &mut self,
         a: &AssertCountsArgs,
-        trial: &Trial,
+        trial: &mut Trial,
     ) -> anyhow::Result<String> {
         let window = trial
             .window
             .clone()
             .context("nothing was published in this trial")?;
-        let c = self.rig()?.counts(window);
-        let mut wrong = Vec::new();
-        if let Some(e) = a.expected {
-            if c.expected != e {
-                wrong.push(format!(
-                    "expected {} events, the ledger expects {}",
-                    e, c.expected
-                ));
-            }
-        }
-        for (name, want, got) in [
-            ("lost", a.lost, c.lost),
-            ("duplicated", a.duplicated, c.duplicated),
-            ("unexpected", a.unexpected, c.unexpected),
-        ] {
-            if want != got {
-                wrong.push(format!("{name} = {got}, want {want}"));
-            }
-        }
-        let summary = describe_counts(&c);
-        if wrong.is_empty() {
+        let rig = self.rig()?;
+        let (from, drain) = (trial.events_from, self.options.drain);
+        let v = judge_trial(&rig.collector, Some(window), from, a, drain).await;
+        trial.allow = Some(a.clone());
+        trial.drain_us += v.drained.waited_us;
+        let summary = format!("{}; {}", describe_counts(&v.counts), v.drained);
+        if v.passed() {
             Ok(summary)
         } else {
-            bail!("{} ({summary})", wrong.join("; "))
+            bail!("{} ({summary})", v.findings.join("; "))
+        }
+    }
+
+    /// A trial's event verdict at its end, after a drain (none when the trial already failed:
+    /// its paced traffic may run until the heal). `None` without traffic.
+    pub(super) async fn trial_verdict(&self, trial: &Trial, failed: bool) -> Option<Verdict> {
+        let rig = self.traffic.as_ref()?;
+        let drain = match failed {
+            true => DrainSettings::quiet(Duration::ZERO),
+            false => self.options.drain,
+        };
+        let allow = trial.allow.clone().unwrap_or_default();
+        let window = trial.window.clone();
+        Some(judge_trial(&rig.collector, window, trial.events_from, &allow, drain).await)
+    }
+
+    /// The final drain (see [`Collector::drain`]), then the run's history, for the run-wide
+    /// checker. Without traffic: an empty history and no drain.
+    pub async fn final_drain(&mut self) -> (History, Option<Drained>) {
+        let Some(rig) = &self.traffic else {
+            return (History::default(), None);
+        };
+        let drain = self.options.drain;
+        let drained = rig.collector.drain(drain.quiet, drain.bound).await;
+        let history = lock(&rig.ledger).history().clone();
+        (history, Some(drained))
+    }
+
+    /// The history's rows now (none without traffic).
+    pub(super) fn history_rows(&self) -> Rows {
+        self.traffic
+            .as_ref()
+            .map_or_else(Rows::default, |rig| lock(&rig.ledger).rows())
+    }
+
+    /// Writes a fault into the run's history.
+    pub(super) fn record_fault(&self, at_us: WallUs, action: &str, node: NodeName, how: &str) {
+        if let Some(rig) = &self.traffic {
+            lock(&rig.ledger).record_fault(at_us, action, &node.to_string(), how);
         }
     }
 }
@@ -345,13 +370,16 @@ fn describe_counts(c: &Counts) -> String {
         .map(|(p, x)| format!("{p}: {}/{}", x.delivered, x.expected))
         .collect();
     format!(
-        "{}/{} delivered, {} lost, {} duplicated, {} unexpected, {} unknown [{}]",
+        "{}/{} delivered, {} lost, {} duplicated, {} unexpected, {} unknown, {} malformed, {} \
+         undecodable [{}]",
         c.delivered,
         c.expected,
         c.lost,
         c.duplicated,
         c.unexpected,
         c.unknown,
+        c.malformed,
+        c.undecodable,
         per.join(", ")
     )
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::backend::{now_us, NodeName, WallUs};
+use crate::check::Allowance;
 use crate::figure::{Evaluated, Timings};
+use crate::history::Rows;
 use crate::phase::{placeholders, Phase};
 use crate::record::{Sample, Status, StepRecord, TrialRecord, Window};
 use crate::step::{HoldArgs, MeasureArgs};
-use crate::traffic::Counts;
+use crate::traffic::Verdict;
 
 /// A node remembered by `bind`, with the term in which it was seen leading (0 if not a leader)
 /// and, for a worker, the pipelines it hosted when it was resolved (`Err`: the topology could
@@ -111,6 +113,12 @@ pub(super) struct Trial {
     pub floor: Vec<(WallUs, WallUs)>,
     /// Named fault → recovery windows, for the timeline.
     pub windows: Vec<Window>,
+    /// The history's rows when the trial started, and the allowances of its last
+    /// `assert_counts`: what its event verdict is judged on.
+    pub events_from: Rows,
+    pub allow: Option<Allowance>,
+    /// Time spent draining before its `assert_counts` verdicts (monotonic µs).
+    pub drain_us: u64,
 }
 
 impl Trial {
@@ -232,8 +240,15 @@ impl Trial {
         ended_us: WallUs,
         error: Option<String>,
         steps: Vec<StepRecord>,
-        events: Option<Counts>,
+        verdict: Option<Verdict>,
     ) -> TrialRecord {
+        // The counts the verdict was judged on (none if nothing was published), and what it was
+        // judged on, for the run-wide checker.
+        let events = verdict
+            .as_ref()
+            .filter(|_| self.window.is_some())
+            .map(|v| v.counts.clone());
+        let check = verdict.map(|v| v.check);
         let details = render_details(&phase.detail, &self);
         TrialRecord {
             id: phase.id.clone(),
@@ -256,7 +271,7 @@ impl Trial {
             steps,
             samples: self.samples,
             events,
-            check: None,
+            check,
             bindings: self
                 .bindings
                 .iter()

@@ -69,6 +69,7 @@ pub async fn judge_trial(
             from,
             cut,
             allow: allow.clone(),
+            drained: Some(drained),
         },
         findings,
         drained,
