@@ -198,7 +198,67 @@ pub fn percentiles(values_us: &[u64]) -> Option<Percentiles> {
     })
 }
 
+impl RunSettings {
+    /// Settings of a run against no cluster (tests of the checkers and reports).
+    pub fn none(raft: RaftTimings, drain_quiet_ms: u64) -> Self {
+        RunSettings {
+            coordinators: 0,
+            workers: 0,
+            raft,
+            poll_interval_ms: 0,
+            probe_timeout_ms: 0,
+            detector: None,
+            cpu_cores: 0,
+            harness_version: env!("CARGO_PKG_VERSION").into(),
+            drain_quiet_ms,
+        }
+    }
+}
+
+impl TrialRecord {
+    /// A trial of phase `id` with its status and nothing else recorded.
+    pub fn new(id: &str, name: &str, trial: u32, trials: u32, status: Status) -> Self {
+        TrialRecord {
+            id: id.into(),
+            slug: String::new(),
+            name: name.into(),
+            description: String::new(),
+            trial,
+            trials,
+            status,
+            started_us: 0,
+            duration_us: 0,
+            floor_us: 0,
+            details: String::new(),
+            error: None,
+            steps: vec![],
+            samples: vec![],
+            windows: vec![],
+            events: None,
+            check: None,
+            bindings: BTreeMap::new(),
+        }
+    }
+}
+
 impl RunData {
+    /// A run named `run_id` with no trials, history or tally yet.
+    pub fn new(run_id: &str, backend: &str, config: RunSettings) -> Self {
+        RunData {
+            run_id: run_id.into(),
+            backend: backend.into(),
+            seed: 0,
+            started_at: String::new(),
+            command: String::new(),
+            config,
+            trials: vec![],
+            interrupted: false,
+            history: History::default(),
+            final_drain: None,
+            tally: None,
+        }
+    }
+
     /// Samples by figure key (`phase-slug.name`, see [`crate::figure::key`]) and method, in
     /// the order figures first appear: different experiments, or the same one observed by a
     /// coarser method, never share a distribution.

@@ -76,55 +76,23 @@ async fn inject(port: u16, payload: Vec<u8>) {
 }
 
 fn record(id: &str, verdict: &Verdict) -> TrialRecord {
+    let status = match verdict.passed() {
+        true => Status::Pass,
+        false => Status::Fail,
+    };
     TrialRecord {
-        id: id.into(),
-        slug: String::new(),
-        name: format!("phase {id}"),
-        description: String::new(),
-        trial: 1,
-        trials: 1,
-        status: if verdict.passed() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
-        started_us: 0,
-        duration_us: 0,
-        floor_us: 0,
-        details: String::new(),
-        error: None,
-        steps: vec![],
-        samples: vec![],
-        windows: vec![],
         events: Some(verdict.counts.clone()),
         check: Some(verdict.check.clone()),
-        bindings: Default::default(),
+        ..TrialRecord::new(id, &format!("phase {id}"), 1, 1, status)
     }
 }
 
 fn run_data(rig: &Rig, trials: Vec<TrialRecord>) -> RunData {
+    let settings = RunSettings::none(RaftTimings::SEED, QUIET.as_millis() as u64);
     RunData {
-        run_id: "late-copies".into(),
-        backend: "test".into(),
-        seed: 0,
-        started_at: String::new(),
-        command: String::new(),
-        config: RunSettings {
-            coordinators: 0,
-            workers: 0,
-            raft: RaftTimings::SEED,
-            poll_interval_ms: POLL.as_millis() as u64,
-            probe_timeout_ms: 0,
-            detector: None,
-            cpu_cores: 2,
-            harness_version: String::new(),
-            drain_quiet_ms: QUIET.as_millis() as u64,
-        },
         trials,
-        interrupted: false,
         history: rig.ledger.lock().unwrap().history().clone(),
-        final_drain: None,
-        tally: None,
+        ..RunData::new("late-copies", "test", settings)
     }
 }
 

@@ -18,7 +18,6 @@ mod run;
 pub use run::{apply, tally, LateArrival, Tallies, Tally, TrialTally};
 
 use crate::history::{Arrival, Field, History, Publish, Rows};
-use crate::traffic::collector::Drained;
 use crate::traffic::ledger::{is_matching, pipeline_of, Counts};
 
 /// What a phase allows (`assert_counts`): exact numbers, every one 0 by default.
@@ -62,9 +61,9 @@ pub struct EventCheck {
     pub from: Rows,
     pub cut: Rows,
     pub allow: Allowance,
-    /// The drain the verdict waited for.
+    /// Time the trial's verdicts spent draining (its `assert_counts` and its end), monotonic µs.
     #[serde(default)]
-    pub drained: Option<Drained>,
+    pub drain_us: u64,
 }
 
 /// The window's counts as of `cut`, with the seqs behind them.
@@ -293,17 +292,22 @@ pub(crate) mod tests {
         ledger.arrived(OUTPUT_TOPIC, sent_at(seq) + 500, &payload);
     }
 
+    /// The verdict on `seqs` over the whole history so far.
+    fn verdict_now(ledger: &Ledger, seqs: Range<u64>, allow: &Allowance) -> (Counts, Vec<String>) {
+        trial_verdict(
+            ledger.history(),
+            Some(seqs),
+            Rows::default(),
+            ledger.rows(),
+            allow,
+        )
+    }
+
     #[test]
     fn a_clean_window_passes_with_the_defaults() {
         let mut ledger = Ledger::new();
         clean(&mut ledger, 1..21);
-        let (counts, findings) = trial_verdict(
-            ledger.history(),
-            Some(1..21),
-            Rows::default(),
-            ledger.rows(),
-            &Allowance::default(),
-        );
+        let (counts, findings) = verdict_now(&ledger, 1..21, &Allowance::default());
         assert_eq!((counts.expected, counts.delivered), (10, 10));
         assert_eq!(findings, Vec::<String>::new());
     }
@@ -315,15 +319,7 @@ pub(crate) mod tests {
         clean(&mut ledger, 1..4);
         ledger.published(4, sent_at(4), None);
         clean(&mut ledger, 5..9);
-        let verdict = |allow: &Allowance| {
-            trial_verdict(
-                ledger.history(),
-                Some(1..9),
-                Rows::default(),
-                ledger.rows(),
-                allow,
-            )
-        };
+        let verdict = |allow: &Allowance| verdict_now(&ledger, 1..9, allow);
         let (counts, findings) = verdict(&Allowance::default());
         assert_eq!((counts.expected, counts.unknown, counts.lost), (3, 1, 0));
         assert_eq!(findings, ["unknown = 1, want 0 (seqs [4])"]);
@@ -338,13 +334,7 @@ pub(crate) mod tests {
     fn seqs_never_recorded_fail() {
         let mut ledger = Ledger::new();
         clean(&mut ledger, 1..9);
-        let (_, findings) = trial_verdict(
-            ledger.history(),
-            Some(1..11),
-            Rows::default(),
-            ledger.rows(),
-            &Allowance::default(),
-        );
+        let (_, findings) = verdict_now(&ledger, 1..11, &Allowance::default());
         assert_eq!(
             findings,
             ["2 of 10 seqs were never recorded as published: [9, 10]"]
@@ -360,13 +350,7 @@ pub(crate) mod tests {
         ledger.arrived(OUTPUT_TOPIC, 1, &changed.to_json());
         ledger.arrived(OUTPUT_TOPIC, 2, &SensorReading::new(6, 7).to_json());
         ledger.arrived(OUTPUT_TOPIC, 3, b"{}");
-        let (counts, findings) = trial_verdict(
-            ledger.history(),
-            Some(1..11),
-            Rows::default(),
-            ledger.rows(),
-            &Allowance::default(),
-        );
+        let (counts, findings) = verdict_now(&ledger, 1..11, &Allowance::default());
         assert_eq!(
             (
                 counts.delivered,
@@ -399,13 +383,7 @@ pub(crate) mod tests {
         let again = trial_verdict(ledger.history(), Some(1..11), Rows::default(), cut, &allow);
         assert_eq!(again, at_verdict);
         assert!(again.1.is_empty());
-        let now = trial_verdict(
-            ledger.history(),
-            Some(1..11),
-            Rows::default(),
-            ledger.rows(),
-            &allow,
-        );
+        let now = verdict_now(&ledger, 1..11, &allow);
         assert_eq!((now.0.duplicated, now.0.undecodable), (1, 1));
     }
 }

@@ -285,9 +285,11 @@ mod tests {
     use std::ops::Range;
 
     use super::*;
+    use crate::backend::RaftTimings;
     use crate::check::tests::{clean, deliver, sent_at};
     use crate::check::Allowance;
     use crate::history::Rows;
+    use crate::record::RunSettings;
     use crate::traffic::ledger::{SensorReading, OUTPUT_TOPIC};
     use crate::traffic::Ledger;
 
@@ -298,30 +300,15 @@ mod tests {
         let (counts, findings) = trial_verdict(ledger.history(), seqs.clone(), from, cut, &allow);
         assert!(findings.is_empty(), "{findings:?}");
         TrialRecord {
-            id: id.into(),
-            slug: String::new(),
-            name: id.into(),
-            description: String::new(),
-            trial: 1,
-            trials: 1,
-            status: Status::Pass,
-            started_us: 0,
-            duration_us: 0,
-            floor_us: 0,
-            details: String::new(),
-            error: None,
-            steps: vec![],
-            samples: vec![],
-            windows: vec![],
             events: seqs.as_ref().map(|_| counts),
             check: Some(EventCheck {
                 seqs,
                 from,
                 cut,
                 allow,
-                drained: None,
+                drain_us: 0,
             }),
-            bindings: Default::default(),
+            ..TrialRecord::new(id, id, 1, 1, Status::Pass)
         }
     }
 
@@ -339,27 +326,9 @@ mod tests {
 
     fn run_data(ledger: &Ledger, trials: Vec<TrialRecord>) -> RunData {
         RunData {
-            run_id: "r".into(),
-            backend: "process".into(),
-            seed: 1,
-            started_at: "now".into(),
-            command: "harness".into(),
-            config: crate::record::RunSettings {
-                coordinators: 3,
-                workers: 4,
-                raft: crate::backend::RaftTimings::SEED,
-                poll_interval_ms: 20,
-                probe_timeout_ms: 250,
-                detector: None,
-                cpu_cores: 2,
-                harness_version: "0".into(),
-                drain_quiet_ms: 250,
-            },
             trials,
-            interrupted: false,
             history: ledger.history().clone(),
-            final_drain: None,
-            tally: None,
+            ..RunData::new("r", "process", RunSettings::none(RaftTimings::SEED, 250))
         }
     }
 

@@ -32,7 +32,8 @@ pub fn section(data: &RunData) -> String {
     let drains: Vec<u64> = data
         .trials
         .iter()
-        .filter_map(|t| t.check.as_ref()?.drained.map(|d| d.waited_us))
+        .filter_map(|t| t.check.as_ref().map(|c| c.drain_us))
+        .filter(|&us| us > 0)
         .collect();
     if let Some(max) = drains.iter().max() {
         let _ = writeln!(

@@ -265,38 +265,19 @@ mod tests {
 
     #[test]
     fn block_has_the_seed_shape() {
+        let config = RunSettings {
+            coordinators: 3,
+            poll_interval_ms: 20,
+            probe_timeout_ms: 250,
+            cpu_cores: 2,
+            ..RunSettings::none(RaftTimings::SEED, 250)
+        };
         let data = RunData {
-            run_id: "r".into(),
-            backend: "process".into(),
-            seed: 1,
-            started_at: "now".into(),
-            command: "harness".into(),
-            config: RunSettings {
-                coordinators: 3,
-                workers: 0,
-                raft: RaftTimings::SEED,
-                poll_interval_ms: 20,
-                probe_timeout_ms: 250,
-                detector: None,
-                cpu_cores: 2,
-                harness_version: "0".into(),
-                drain_quiet_ms: 250,
-            },
             trials: vec![TrialRecord {
-                id: "5".into(),
                 slug: "coordinator-failover".into(),
-                name: "Coordinator Failover (Raft)".into(),
-                description: String::new(),
-                trial: 1,
-                trials: 1,
-                status: Status::Pass,
-                started_us: 0,
                 duration_us: 6_100_000,
                 floor_us: 5_200_000,
-                windows: vec![],
                 details: "old leader: node 1, new leader: node 2, election: 5.2s".into(),
-                error: None,
-                steps: vec![],
                 samples: vec![Sample {
                     name: "election_ms".into(),
                     value_us: 5_200_000,
@@ -310,14 +291,9 @@ mod tests {
                         hi_us: 6_750_000,
                     }),
                 }],
-                bindings: Default::default(),
-                events: None,
-                check: None,
+                ..TrialRecord::new("5", "Coordinator Failover (Raft)", 1, 1, Status::Pass)
             }],
-            interrupted: false,
-            history: Default::default(),
-            final_drain: None,
-            tally: None,
+            ..RunData::new("r", "process", config)
         };
         let block = results_block(&data);
         assert!(block.contains("Phase 5: Coordinator Failover (Raft) ........ PASS (6.1s)\nold leader: node 1, new leader: node 2, election: 5.2s\n"), "{block}");

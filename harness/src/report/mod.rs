@@ -164,7 +164,7 @@ pub struct SummaryPhase {
     pub error: Option<String>,
     /// The trial's per-event counts, when it published events: those its verdict was judged on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub events: Option<EventSummary>,
+    pub events: Option<crate::check::Tallies>,
     /// What the run-wide checker charged to this trial after its verdict (late arrivals).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub late_findings: Vec<String>,
@@ -180,21 +180,6 @@ pub struct SummaryPaced {
     pub achieved_per_s: f64,
     pub sent: u64,
     pub elapsed_s: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventSummary {
-    pub expected: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub unexpected: u64,
-    /// Publishes the broker never acknowledged: outcome unknown, never counted as lost.
-    pub unknown: u64,
-    /// Arrivals with a field missing or changed, each copy.
-    pub malformed: u64,
-    /// Arrivals naming no seq during this trial.
-    pub undecodable: u64,
 }
 
 pub fn summary(data: &RunData) -> Summary {
@@ -231,16 +216,7 @@ pub fn summary(data: &RunData) -> Summary {
                 duration_s: round3(t.duration_us as f64 / 1e6),
                 details: t.details.clone(),
                 error: t.error.clone(),
-                events: t.events.as_ref().map(|c| EventSummary {
-                    expected: c.expected,
-                    delivered: c.delivered,
-                    lost: c.lost,
-                    duplicated: c.duplicated,
-                    unexpected: c.unexpected,
-                    unknown: c.unknown,
-                    malformed: c.malformed,
-                    undecodable: c.undecodable,
-                }),
+                events: t.events.as_ref().map(crate::check::Tallies::from),
                 late_findings: late(index),
                 paced: data
                     .paced_runs(t)
@@ -491,4 +467,69 @@ fn write_timings_csv(path: &Path, data: &RunData) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::RaftTimings;
+    use crate::check::tests::{clean, deliver};
+    use crate::check::{trial_verdict, Allowance, EventCheck};
+    use crate::history::Rows;
+    use crate::record::{RunSettings, Status, TrialRecord};
+    use crate::traffic::Ledger;
+
+    #[test]
+    fn report_re_runs_the_checkers_from_run_json() {
+        let mut ledger = Ledger::new();
+        clean(&mut ledger, 1..11);
+        let cut = ledger.rows();
+        let allow = Allowance::default();
+        let (counts, findings) =
+            trial_verdict(ledger.history(), Some(1..11), Rows::default(), cut, &allow);
+        assert!(findings.is_empty());
+        let trial = TrialRecord {
+            events: Some(counts),
+            check: Some(EventCheck {
+                seqs: Some(1..11),
+                from: Rows::default(),
+                cut,
+                allow,
+                drain_us: 0,
+            }),
+            ..TrialRecord::new("1", "Baseline", 1, 1, Status::Pass)
+        };
+        // A copy of seq 4 after the verdict, saved by a run that never tallied it.
+        deliver(&mut ledger, 4);
+        let data = RunData {
+            trials: vec![trial],
+            history: ledger.history().clone(),
+            ..RunData::new("r", "process", RunSettings::none(RaftTimings::SEED, 250))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        save_run(dir.path(), &data).unwrap();
+
+        let rebuilt = regenerate(dir.path()).unwrap();
+        assert_eq!(rebuilt.trials[0].status, Status::Fail);
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["run_passed"], false);
+        assert_eq!(summary["phases"][0]["status"], "FAIL");
+        assert_eq!(
+            summary["phases"][0]["late_findings"][0],
+            "1 arrival(s) of its events after its verdict: seq 4 copy 2 after the last verdict \
+             (final drain)"
+        );
+        assert_eq!(summary["phases"][0]["events"]["duplicated"], 0);
+        let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+        assert!(
+            md.contains("Phase 1: Baseline ........................... FAIL"),
+            "{md}"
+        );
+        assert!(
+            md.contains("  late: 1 arrival(s) of its events after its verdict: seq 4"),
+            "{md}"
+        );
+    }
 }

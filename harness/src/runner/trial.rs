@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::backend::{now_us, NodeName, WallUs};
-use crate::check::Allowance;
+use crate::check::{Allowance, EventCheck};
 use crate::figure::{Evaluated, Timings};
 use crate::history::Rows;
 use crate::phase::{placeholders, Phase};
@@ -248,7 +248,10 @@ impl Trial {
             .as_ref()
             .filter(|_| self.window.is_some())
             .map(|v| v.counts.clone());
-        let check = verdict.map(|v| v.check);
+        let check = verdict.map(|v| EventCheck {
+            drain_us: v.check.drain_us + self.drain_us,
+            ..v.check
+        });
         let details = render_details(&phase.detail, &self);
         TrialRecord {
             id: phase.id.clone(),

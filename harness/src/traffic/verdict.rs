@@ -69,7 +69,7 @@ pub async fn judge_trial(
             from,
             cut,
             allow: allow.clone(),
-            drained: Some(drained),
+            drain_us: drained.waited_us,
         },
         findings,
         drained,
