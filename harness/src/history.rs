@@ -7,8 +7,10 @@
 //! prefix, whatever arrived later, and with no clock involved.
 //!
 //! On disk every per-event row is one JSON array (`[seq, sent_at_us, acked_at_us]`), so a run of
-//! some thousand events stays a few hundred kB; faults and paced runs are objects.
+//! some thousand events stays a few hundred kB; faults, paced runs and cluster events are
+//! objects, one line each.
 
+use cluster::api::model::ClusterEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::WallUs;
@@ -24,6 +26,10 @@ pub struct History {
     pub undecodable: Vec<Undecodable>,
     pub paced: Vec<PacedRun>,
     pub faults: Vec<Fault>,
+    /// Every coordinator's event log as the harness read it, at the end of the run (each event
+    /// names its node).
+    #[serde(default)]
+    pub cluster_events: Vec<ClusterEvent>,
 }
 
 /// How many rows each table held at some moment: a verdict's cut of the history.

@@ -1,6 +1,7 @@
-//! The layout of `run.json`: pretty-printed, except that an array inside an array (a row of the
-//! history, `[seq, sent_at_us, acked_at_us]`) stays on one line, so a run's thousands of events
-//! take one short line each.
+//! The layout of `run.json`: pretty-printed down to the third level of nesting; an element of a
+//! list at the fourth level (a row of the history, `[seq, sent_at_us, acked_at_us]`, a cluster
+//! event), and anything deeper (a trial's step, its latency list), stays on one line, so a run's
+//! thousands of events take one line each.
 
 use std::io::{self, Write};
 
@@ -15,22 +16,27 @@ pub fn to_vec(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A [`PrettyFormatter`] that writes an array opened inside an array, and all it holds, compactly.
+/// A list's elements at this depth (the document itself is 1), and everything deeper, are
+/// written on one line.
+const ROW_DEPTH: usize = 4;
+
+/// A [`PrettyFormatter`] that writes rows (see [`ROW_DEPTH`]) compactly.
 #[derive(Default)]
 struct RowsFormatter {
     pretty: PrettyFormatter<'static>,
-    /// Open containers: `true` for an array.
+    /// Open containers: `true` for a list.
     open: Vec<bool>,
     /// How many of the open containers are written compactly (the innermost ones).
     compact: usize,
 }
 
 impl RowsFormatter {
-    /// Opens a container; whether it is compact: inside a compact one, or an array directly in
-    /// an array (objects in an array, such as trials, stay pretty).
-    fn open(&mut self, array: bool) -> bool {
-        let compact = self.compact > 0 || (array && self.open.last() == Some(&true));
-        self.open.push(array);
+    /// Opens a container; whether it is compact.
+    fn open(&mut self, list: bool) -> bool {
+        let depth = self.open.len() + 1;
+        let in_list = self.open.last() == Some(&true);
+        let compact = depth > ROW_DEPTH || (depth == ROW_DEPTH && in_list);
+        self.open.push(list);
         self.compact += usize::from(compact);
         compact
     }
@@ -38,7 +44,7 @@ impl RowsFormatter {
     /// Closes a container; whether it was compact.
     fn close(&mut self) -> bool {
         self.open.pop();
-        let compact = self.compact > 0;
+        let compact = self.in_compact();
         self.compact = self.compact.saturating_sub(1);
         compact
     }
@@ -123,17 +129,16 @@ mod tests {
     fn rows_take_one_line_each() {
         let value = serde_json::json!({
             "name": "x",
-            "rows": [[1, 2, null], [3, 4, {"a": [5]}]],
-            "objects": [{"a": 1}],
-            "list": [1, 2],
-            "empty": [],
+            "history": {"rows": [[1, 2, null], [3, 4, {"a": [5]}]], "empty": []},
+            "trials": [{"id": 1, "steps": [{"a": 1}], "events": {"latency": [1, 2]}}],
         });
         let text = String::from_utf8(to_vec(&value).unwrap()).unwrap();
         assert_eq!(
             text,
-            "{\n  \"empty\": [],\n  \"list\": [\n    1,\n    2\n  ],\n  \"name\": \"x\",\n  \
-             \"objects\": [\n    {\n      \"a\": 1\n    }\n  ],\n  \
-             \"rows\": [\n    [1,2,null],\n    [3,4,{\"a\":[5]}]\n  ]\n}"
+            "{\n  \"history\": {\n    \"empty\": [],\n    \"rows\": [\n      [1,2,null],\n      \
+             [3,4,{\"a\":[5]}]\n    ]\n  },\n  \"name\": \"x\",\n  \"trials\": [\n    {\n      \
+             \"events\": {\n        \"latency\": [1,2]\n      },\n      \"id\": 1,\n      \
+             \"steps\": [\n        {\"a\":1}\n      ]\n    }\n  ]\n}"
         );
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);

@@ -316,15 +316,24 @@ impl<B: Backend> Runner<B> {
     }
 
     /// The final drain (see [`Collector::drain`]), then the run's history, for the run-wide
-    /// checker. Without traffic: an empty history and no drain.
+    /// checker, with the coordinators' event logs read to their end. Without traffic: no drain,
+    /// and a history of the event logs alone.
     pub async fn final_drain(&mut self) -> (History, Option<Drained>) {
-        let Some(rig) = &self.traffic else {
-            return (History::default(), None);
+        let (mut history, drained) = match &self.traffic {
+            Some(rig) => {
+                let drain = self.options.drain;
+                let drained = rig.collector.drain(drain.quiet, drain.bound).await;
+                (lock(&rig.ledger).history().clone(), Some(drained))
+            }
+            None => (History::default(), None),
         };
-        let drain = self.options.drain;
-        let drained = rig.collector.drain(drain.quiet, drain.bound).await;
-        let history = lock(&rig.ledger).history().clone();
-        (history, Some(drained))
+        let live = self.live_coordinators();
+        if let Err(e) = self.events.refresh(&self.probe, &live).await {
+            // The record keeps what was read; nothing is judged on it yet.
+            tracing::warn!("final read of the event logs: {e:#}");
+        }
+        history.cluster_events = self.events.events().map(|(_, e)| e.clone()).collect();
+        (history, drained)
     }
 
     /// The history's rows now (none without traffic).
