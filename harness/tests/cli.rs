@@ -26,7 +26,8 @@ fn repo_phases() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../phases")
 }
 
-/// Run the harness with fast Raft timings; `CARGO` is removed so it never runs a nested cargo.
+/// Run the harness with fast Raft timings and a short drain; `CARGO` is removed so it never runs
+/// a nested cargo.
 fn harness(args: &[&str], out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
@@ -40,6 +41,8 @@ fn harness(args: &[&str], out: &Path) -> Output {
             "150",
             "--election-max-ms",
             "300",
+            "--drain-quiet-ms",
+            "50",
         ])
         .arg("--cluster-bin")
         .arg(cluster_bin())
@@ -247,6 +250,26 @@ fn t40_worker_kill_under_traffic_loses_nothing() {
     assert_eq!(events["duplicated"], 0, "{failover}");
     assert_eq!(events["unexpected"], 0, "{failover}");
     assert_eq!(events["unknown"], 0, "{failover}");
+    assert_eq!(events["malformed"], 0, "{failover}");
+    assert_eq!(events["undecodable"], 0, "{failover}");
+    // Every publish of the window was recorded: nothing shrank the total.
+    assert_eq!(
+        events["published"].as_u64(),
+        Some(500 + failover["paced"][0]["sent"].as_u64().unwrap_or(0)),
+        "{failover}"
+    );
+    // The paced run: 100/s requested, the achieved rate measured beside it.
+    assert_eq!(failover["paced"][0]["requested_per_s"], 100, "{failover}");
+    // Pacing never runs ahead: one event at once, then one per 10 ms (summary rounds to 0.001).
+    let paced = &failover["paced"][0];
+    let achieved = paced["achieved_per_s"].as_f64().unwrap_or(0.0);
+    let elapsed_s = paced["elapsed_s"].as_f64().unwrap_or(0.0);
+    assert!(elapsed_s > 0.0 && achieved > 0.0, "{failover}");
+    assert!(achieved <= 100.0 + 1.0 / elapsed_s + 0.01, "{failover}");
+    // The run-wide checker found no late copy.
+    assert_eq!(summary["run_passed"], true, "{summary}");
+    assert!(failover.get("late_findings").is_none(), "{failover}");
+    assert_eq!(summary["undecodable"], 0, "{summary}");
     // 500 burst events (250 matching) plus what the paced traffic sent through the kill.
     assert!(events["expected"].as_u64().unwrap_or(0) > 250, "{failover}");
     assert_eq!(events["delivered"], events["expected"], "{failover}");
