@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 mod run;
 
-pub use run::{apply, tally, LateArrival, Tallies, Tally, TrialTally};
+pub use crate::traffic::ledger::Tallies;
+pub use run::{apply, tally, LateArrival, Tally, TrialTally};
 
 use crate::history::{Arrival, Field, History, Publish, Rows};
 use crate::traffic::ledger::{is_matching, pipeline_of, Counts};
@@ -120,8 +121,13 @@ pub fn wrong_fields(arrival: &Arrival, publish: Option<&Publish>) -> u8 {
 
 impl WindowCheck {
     fn seq(&mut self, seq: u64, publish: Option<&Publish>, arrivals: &[&Arrival]) {
-        let c = &mut self.counts;
-        let pipeline = c.per_pipeline.entry(pipeline_of(seq)).or_default();
+        let Counts {
+            tallies: c,
+            latency_us,
+            delivered_at_us,
+            per_pipeline,
+        } = &mut self.counts;
+        let pipeline = per_pipeline.entry(pipeline_of(seq)).or_default();
         let mut first_good = None;
         for a in arrivals {
             match wrong_fields(a, publish) {
@@ -165,8 +171,8 @@ impl WindowCheck {
             Some(at_us) => {
                 c.delivered += 1;
                 pipeline.delivered += 1;
-                c.latency_us.push(at_us.saturating_sub(publish.sent_at_us));
-                c.delivered_at_us.push(at_us);
+                latency_us.push(at_us.saturating_sub(publish.sent_at_us));
+                delivered_at_us.push(at_us);
             }
             None => {
                 c.lost += 1;

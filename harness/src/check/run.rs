@@ -7,37 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{judge, trial_verdict, window, EventCheck};
 use crate::history::{Arrival, Field, History};
 use crate::record::{RunData, Status, TrialRecord};
-use crate::traffic::ledger::Counts;
-
-/// A window's tallies without the per-event vectors.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tallies {
-    pub published: u64,
-    pub expected: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub unexpected: u64,
-    pub unknown: u64,
-    pub malformed: u64,
-    pub undecodable: u64,
-}
-
-impl From<&Counts> for Tallies {
-    fn from(c: &Counts) -> Self {
-        Tallies {
-            published: c.published,
-            expected: c.expected,
-            delivered: c.delivered,
-            lost: c.lost,
-            duplicated: c.duplicated,
-            unexpected: c.unexpected,
-            unknown: c.unknown,
-            malformed: c.malformed,
-            undecodable: c.undecodable,
-        }
-    }
-}
+use crate::traffic::ledger::Tallies;
 
 /// An arrival recorded after the verdict of the trial that published its seq (or of no trial).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +134,7 @@ fn trial_tally(
                 .to_owned(),
         );
     }
-    let (mut late, mut late_total, mut at_end) = (Vec::new(), 0, Tallies::from(&judged));
+    let (mut late, mut late_total, mut at_end) = (Vec::new(), 0, judged.tallies);
     if let Some(seqs) = &c.seqs {
         let publishes = super::publications(&history.publishes, seqs);
         for (row, a) in history.arrivals.iter().enumerate().skip(c.cut.arrivals) {
@@ -177,7 +147,7 @@ fn trial_tally(
             }
         }
         let end = window(history, seqs.clone(), history.rows());
-        at_end = Tallies::from(&end.counts);
+        at_end = end.counts.tallies;
         at_end.undecodable = judged.undecodable;
         if late_total > 0 {
             findings.push(format!(
@@ -185,7 +155,7 @@ fn trial_tally(
                 describe(&late, late_total)
             ));
         }
-        if at_end != Tallies::from(&judged) {
+        if at_end != judged.tallies {
             let len = seqs.end - seqs.start;
             findings.extend(
                 judge(&end, len, &c.allow)
@@ -198,7 +168,7 @@ fn trial_tally(
         index,
         phase: t.id.clone(),
         trial: t.trial,
-        judged: Tallies::from(&judged),
+        judged: judged.tallies,
         at_end,
         late_total,
         late,
@@ -259,9 +229,7 @@ fn run_total(history: &History) -> Tallies {
     let min = history.publishes.iter().map(|p| p.seq).min();
     let max = history.publishes.iter().map(|p| p.seq).max();
     let mut total = match (min, max) {
-        (Some(min), Some(max)) => {
-            Tallies::from(&window(history, min..max + 1, history.rows()).counts)
-        }
+        (Some(min), Some(max)) => window(history, min..max + 1, history.rows()).counts.tallies,
         _ => Tallies::default(),
     };
     total.undecodable = history.undecodable.len() as u64;

@@ -216,7 +216,7 @@ pub fn summary(data: &RunData) -> Summary {
                 duration_s: round3(t.duration_us as f64 / 1e6),
                 details: t.details.clone(),
                 error: t.error.clone(),
-                events: t.events.as_ref().map(crate::check::Tallies::from),
+                events: t.events.as_ref().map(|c| c.tallies),
                 late_findings: late(index),
                 paced: data
                     .paced_runs(t)

@@ -111,8 +111,8 @@ pub fn pipeline_of(seq: u64) -> String {
 // The ledger.
 
 /// Tallies of one window of seqs. Loss and duplication are never netted against each other.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tallies {
     /// Seqs recorded as published (acked or not).
     pub published: u64,
     /// Acked, matching seqs: the ones that must come out of the pipelines.
@@ -134,6 +134,14 @@ pub struct Counts {
     /// Arrivals whose payload named no seq, charged to the trial during which they arrived.
     #[serde(default)]
     pub undecodable: u64,
+}
+
+/// A window's [`Tallies`] (read through `Deref`: `counts.lost`), with the latencies and the
+/// split by pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    #[serde(flatten)]
+    pub tallies: Tallies,
     /// First well-formed delivery minus send time, per delivered expected seq, in seq order.
     pub latency_us: Vec<u64>,
     /// Wall-clock µs of each first well-formed delivery, in seq order (for the timeline).
@@ -141,6 +149,20 @@ pub struct Counts {
     pub delivered_at_us: Vec<u64>,
     /// The same tallies split by the pipeline that handles each seq.
     pub per_pipeline: BTreeMap<String, PipelineCounts>,
+}
+
+impl std::ops::Deref for Counts {
+    type Target = Tallies;
+
+    fn deref(&self) -> &Tallies {
+        &self.tallies
+    }
+}
+
+impl std::ops::DerefMut for Counts {
+    fn deref_mut(&mut self) -> &mut Tallies {
+        &mut self.tallies
+    }
 }
 
 /// [`Counts`] of one pipeline.
