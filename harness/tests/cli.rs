@@ -1,8 +1,13 @@
 //! The harness binary end to end: real phase files, real coordinator processes (fast Raft
 //! timings), reports on disk, and one exit code per outcome.
 
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -29,7 +34,12 @@ fn repo_phases() -> PathBuf {
 /// Run the harness with fast Raft timings and a short drain; `CARGO` is removed so it never runs
 /// a nested cargo.
 fn harness(args: &[&str], out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    harness_command(args, out).output().expect("run harness")
+}
+
+fn harness_command(args: &[&str], out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    command
         .args(args)
         .args(["--out", &out.display().to_string()])
         .args([
@@ -46,9 +56,8 @@ fn harness(args: &[&str], out: &Path) -> Output {
         ])
         .arg("--cluster-bin")
         .arg(cluster_bin())
-        .env_remove("CARGO")
-        .output()
-        .expect("run harness")
+        .env_remove("CARGO");
+    command
 }
 
 /// The `summary.json` of the latest run written under `out`.
@@ -355,5 +364,103 @@ fn t50_coordinator_faults_and_full_restart_lose_nothing() {
             .as_str()
             .map(|d| d.contains("already deployed (idempotent)")),
         Some(true)
+    );
+}
+
+/// Bound on a whole run of the late-copy test (setup, a 3 s hold, reports).
+const LATE_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The broker's port of the run being written under `out`, from its log's first line.
+fn broker_port(out: &Path) -> u16 {
+    let runs = std::fs::read_dir(out.join("runs")).expect("a run directory");
+    let run = runs.flatten().next().expect("one run").path();
+    let log = std::fs::read_to_string(run.join("logs/broker.log")).expect("broker log");
+    let listen = log
+        .split("--listen ")
+        .nth(1)
+        .expect("the broker's --listen");
+    let port = listen
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.rsplit(':').next());
+    port.and_then(|p| p.parse().ok()).expect("a port")
+}
+
+/// A copy of setup's seq 2 (with a send time the publisher never used) published on the
+/// output topic by another client while phase 1 runs: the run fails, and the report charges it
+/// to the setup phase, naming the seq, the changed field and when it came.
+#[test]
+fn t60_a_late_copy_fails_the_phase_that_published_it() {
+    let setup = std::fs::read_to_string(repo_phases().join("00-setup.toml")).expect("setup");
+    let quiet =
+        "id = 1\nname = \"Quiet\"\nrequires = [\"setup\"]\n\n[[step]]\ndo = \"hold\"\nms = 3000\n";
+    let dir = phases_dir_with(&[("00-setup.toml", &setup), ("01-quiet.toml", quiet)]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut child = harness_command(
+        &[
+            "--phases",
+            "1",
+            "--phases-dir",
+            &dir.path().display().to_string(),
+        ],
+        out.path(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn harness");
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + LATE_RUN_TIMEOUT;
+    // Setup's verdict is in once its trial line is printed; phase 1 holds for 3 s then.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("setup finishes in time");
+        if line.starts_with("harness: phase 0 Setup") {
+            assert!(line.contains("PASS"), "{line}");
+            break;
+        }
+    }
+    let copy = harness::traffic::SensorReading::new(2, 1).to_json();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(common::inject(broker_port(out.path()), copy));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("harness status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the harness ends in time");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let summary = read_summary(out.path());
+    assert_eq!(summary["run_passed"], false, "{summary}");
+    let setup = &summary["phases"][0];
+    assert_eq!(setup["status"], "FAIL", "{setup}");
+    assert_eq!(
+        setup["events"]["duplicated"], 0,
+        "the judged counts stay: {setup}"
+    );
+    assert_eq!(
+        setup["late_findings"],
+        serde_json::json!([
+            "1 arrival(s) of its events after its verdict: seq 2 copy 2, sent_at_us changed during phase 1 [1/1]",
+            "after the final drain: duplicated = 1, want 0 (seqs [2])",
+            "after the final drain: malformed = 1, want 0 (seq 2 copy 2: sent_at_us)",
+        ]),
+        "{setup}"
+    );
+    assert_eq!(summary["phases"][1]["status"], "PASS", "{summary}");
+    let results = std::fs::read_to_string(out.path().join("latest/results.md")).expect("results");
+    assert!(
+        results.contains("Phase 0: Setup .............................. FAIL"),
+        "{results}"
     );
 }

@@ -9,15 +9,13 @@ mod common;
 use std::ops::Range;
 use std::time::Duration;
 
-use common::{rig, Rig};
+use common::{inject, rig, Rig};
 use harness::backend::RaftTimings;
 use harness::check::{apply, Allowance};
 use harness::history::Rows;
 use harness::record::{RunData, RunSettings, Status, TrialRecord};
-use harness::traffic::ledger::OUTPUT_TOPIC;
 use harness::traffic::{judge_trial, DrainSettings, SensorReading, Verdict};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 /// Bound on every delivery wait: loopback delivery takes milliseconds.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,8 +23,6 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(100);
 /// How long after the original's arrival the extra copy is published.
 const COPY_DELAY: Duration = Duration::from_secs(1);
-/// Bound on the injecting client's connect, publish and PubAck.
-const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for the injected copy to be recorded.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -52,27 +48,6 @@ async fn judge(rig: &Rig, seqs: Range<u64>, from: Rows) -> Verdict {
         drain,
     )
     .await
-}
-
-/// Publishes `payload` once on the output topic (QoS 1) from a client of its own, as a stale
-/// owner would, and returns once the broker acked it.
-async fn inject(port: u16, payload: Vec<u8>) {
-    let deadline = Instant::now() + INJECT_TIMEOUT;
-    let options = MqttOptions::new("late-copy-injector", "127.0.0.1", port);
-    let (client, mut event_loop) = AsyncClient::new(options, 10);
-    client
-        .publish(OUTPUT_TOPIC, QoS::AtLeastOnce, false, payload)
-        .await
-        .expect("queue the extra copy");
-    loop {
-        let event = timeout_at(deadline, event_loop.poll())
-            .await
-            .expect("the broker acks the extra copy in time")
-            .expect("injector connection");
-        if let Event::Incoming(Packet::PubAck(_)) = event {
-            return;
-        }
-    }
 }
 
 fn record(id: &str, verdict: &Verdict) -> TrialRecord {

@@ -15,7 +15,7 @@ use harness::traffic::{Collector, Ledger, Publisher, SensorReading};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// Bound on the forwarder's connect + subscribe.
 const FORWARDER_READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,8 @@ const FORWARDER_REQUEST_CAPACITY: usize = 100;
 const FORWARDER_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Bound on stopping the publisher and the collector (each bounds its DISCONNECT to 500 ms).
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the injecting client's connect, publish and PubAck.
+const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the stand-in pipeline does wrong, by seq.
 #[derive(Debug, Default)]
@@ -174,5 +176,26 @@ impl Rig {
         timeout(STOP_TIMEOUT, self.collector.stop())
             .await
             .expect("collector stops in time");
+    }
+}
+
+/// Publishes `payload` once on the output topic (QoS 1) from a client of its own, as a stale
+/// owner would, and returns once the broker acked it.
+pub async fn inject(port: u16, payload: Vec<u8>) {
+    let deadline = Instant::now() + INJECT_TIMEOUT;
+    let options = MqttOptions::new("late-copy-injector", "127.0.0.1", port);
+    let (client, mut event_loop) = AsyncClient::new(options, 10);
+    client
+        .publish(OUTPUT_TOPIC, QoS::AtLeastOnce, false, payload)
+        .await
+        .expect("queue the extra copy");
+    loop {
+        let event = timeout_at(deadline, event_loop.poll())
+            .await
+            .expect("the broker acks the extra copy in time")
+            .expect("injector connection");
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            return;
+        }
     }
 }
