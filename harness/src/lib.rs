@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod figure;
+pub mod gate;
 pub mod phase;
 pub mod poll;
 pub mod probe;
