@@ -1,3 +1,766 @@
-//! The CI gate (GATING.md §1.3).
+//! The CI gate (GATING.md §1.3), applied to one run's `run.json`:
+//!
+//! 1. correctness: a failed or interrupted run fails the gate (exit 1, "a phase failed");
+//! 2. budgets from `reports/baseline.toml`, written in terms of the run's configuration: a
+//!    figure fails when its median is over budget or any trial is over twice the budget;
+//! 3. relative, against stored baseline samples: one-sided exact Mann–Whitney U, the
+//!    Hodges–Lehmann ratio with its exact 95 % interval, a floor on the median difference,
+//!    n ≥ 5 per side, Holm–Bonferroni across the gated figures ([`stats`]).
+//!
+//! A budget failure or a REGRESSED figure exits 3, one line per figure; INCONCLUSIVE warns.
+//! Only medians are gated, never p90 or max (the max only against the coarse 2 × budget).
 
+pub mod baseline;
+pub mod config;
+pub mod junit;
+pub mod markdown;
 pub mod stats;
+
+use crate::exit;
+use crate::figure::Timings;
+use crate::record::{RunData, Sample, Status};
+use baseline::{Baseline, Configuration};
+use config::{Gate, Thresholds};
+
+/// Confidence of the Hodges–Lehmann interval.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// The relative test's outcome for one figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Regressed,
+    Same,
+    Inconclusive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Regressed => "REGRESSED",
+            Verdict::Same => "SAME",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        })
+    }
+}
+
+/// The candidate against the baseline for one figure.
+#[derive(Debug, Clone)]
+pub struct Relative {
+    pub n_baseline: usize,
+    pub median_baseline_us: f64,
+    /// Hodges–Lehmann ratio candidate / baseline and its interval (absent below n ≥ 2 or so).
+    pub ratio: Option<f64>,
+    pub interval: Option<(f64, f64)>,
+    /// One-sided p (candidate slower), and after Holm across the gated figures.
+    pub p: Option<f64>,
+    pub p_holm: Option<f64>,
+    pub verdict: Verdict,
+    /// Why the verdict is INCONCLUSIVE (or a note on SAME).
+    pub why: String,
+}
+
+/// The budget check of one figure.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub expr: String,
+    pub budget_us: u64,
+    /// Why it failed: the median, or the trials over 2 × budget.
+    pub failures: Vec<String>,
+}
+
+/// Everything the gate says about one gated figure.
+#[derive(Debug, Clone)]
+pub struct FigureGate {
+    pub key: String,
+    /// The candidate's samples in µs, trial order.
+    pub values_us: Vec<u64>,
+    pub median_us: Option<f64>,
+    pub max_us: Option<u64>,
+    /// How the figure was measured (from its samples).
+    pub how: String,
+    pub budget: Budget,
+    /// `None` when there is no baseline to compare with (`why_no_relative` says why).
+    pub relative: Option<Relative>,
+    pub why_no_relative: String,
+}
+
+impl FigureGate {
+    /// A line per reason this figure fails the gate.
+    pub fn failure_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .budget
+            .failures
+            .iter()
+            .map(|f| format!("{} {f}", self.key))
+            .collect();
+        if let (Some(r), Some(m)) = (&self.relative, self.median_us) {
+            if r.verdict == Verdict::Regressed {
+                lines.push(format!(
+                    "{} p50 {} vs {}, ratio {} {}, p = {}",
+                    self.key,
+                    fmt_us(m),
+                    fmt_us(r.median_baseline_us),
+                    fmt_ratio(r.ratio),
+                    fmt_interval(r.interval),
+                    fmt_p(r.p_holm)
+                ));
+            }
+        }
+        lines
+    }
+
+    /// The figure's summary verdict: FAIL (budget), REGRESSED, SAME, INCONCLUSIVE, PASS
+    /// (budget only, nothing to compare with) or NOT MEASURED.
+    pub fn status(&self) -> &'static str {
+        if self.values_us.is_empty() {
+            "NOT MEASURED"
+        } else if !self.budget.failures.is_empty() {
+            "FAIL"
+        } else {
+            match self.relative.as_ref().map(|r| r.verdict) {
+                Some(Verdict::Regressed) => "REGRESSED",
+                Some(Verdict::Same) => "SAME",
+                Some(Verdict::Inconclusive) => "INCONCLUSIVE",
+                None => "PASS",
+            }
+        }
+    }
+}
+
+/// The gate's verdict on a run.
+#[derive(Debug, Clone)]
+pub struct GateReport {
+    pub run_id: String,
+    /// Failed trials (`phase 5 trial 3/10: …`), and an interrupted run.
+    pub correctness: Vec<String>,
+    pub figures: Vec<FigureGate>,
+    pub thresholds: Thresholds,
+    /// Smallest median difference a regression must have, µs.
+    pub floor_us: f64,
+    /// Where the baseline came from, or why there is none.
+    pub baseline: String,
+    /// Configuration fields in which the baseline differs (compared only when allowed).
+    pub config_differences: Vec<String>,
+}
+
+impl GateReport {
+    /// 0 pass (warnings allowed), 1 a phase failed, 3 a figure failed its budget or regressed.
+    pub fn exit_code(&self) -> u8 {
+        if !self.correctness.is_empty() {
+            exit::PHASE_FAILED
+        } else if self.figures.iter().any(|f| !f.failure_lines().is_empty()) {
+            exit::GATE_FAILED
+        } else {
+            exit::PASS
+        }
+    }
+
+    /// One line per failure: the correctness failures, then each figure's.
+    pub fn failure_lines(&self) -> Vec<String> {
+        let mut lines = self.correctness.clone();
+        lines.extend(self.figures.iter().flat_map(|f| f.failure_lines()));
+        lines
+    }
+
+    /// One line per warning (INCONCLUSIVE figures, gated figures the run did not measure).
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.figures
+            .iter()
+            .filter_map(|f| match (&f.relative, f.status()) {
+                (Some(r), "INCONCLUSIVE") => Some(format!("{} INCONCLUSIVE: {}", f.key, r.why)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Why the relative test cannot use a baseline: there is none, or its configuration differs.
+#[derive(Debug, thiserror::Error)]
+#[error("the baseline samples ({run_id}) were taken under another configuration: {}; take them again with `harness gate --update-baseline RUN_DIR`, or pass --allow-config-change to compare anyway", differences.join(", "))]
+pub struct ConfigMismatch {
+    pub run_id: String,
+    pub differences: Vec<String>,
+}
+
+/// Apply the gate to a run. `baseline` is the stored samples, if any; a baseline taken under a
+/// different configuration is refused unless `allow_config_change`.
+pub fn evaluate(
+    run: &RunData,
+    gate: &Gate,
+    baseline: Option<&Baseline>,
+    allow_config_change: bool,
+) -> Result<GateReport, GateError> {
+    let thresholds = gate.file.relative;
+    let timings = Timings {
+        raft: run.config.raft,
+        detector: run.config.detector,
+    };
+    let tick_ms = 1.5 * run.config.raft.heartbeat_ms as f64;
+    let floor_us = thresholds.floor_ms.max(tick_ms) * 1000.0;
+    let config_differences = match baseline {
+        Some(b) => b.config.differences(&Configuration::of(run)),
+        None => vec![],
+    };
+    if let Some(b) = baseline {
+        if !config_differences.is_empty() && !allow_config_change {
+            return Err(GateError::Config(ConfigMismatch {
+                run_id: b.run_id.clone(),
+                differences: config_differences,
+            }));
+        }
+    }
+    let by_key = run.samples_by_figure();
+    let mut figures = Vec::new();
+    for (key, span) in &gate.file.budget {
+        let budget_us = span
+            .eval(&timings)
+            .map_err(|e| GateError::Budget(format!("budget of {key} ('{span}'): {e}")))?
+            .hi_us;
+        let samples: Vec<&Sample> = by_key
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        let values_us: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
+        let mut how: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{} ({})", s.how, s.method))
+            .collect();
+        how.dedup();
+        figures.push(figure(
+            key,
+            span.text(),
+            budget_us,
+            values_us,
+            how.join("; "),
+            baseline,
+        ));
+    }
+    holm_across(&mut figures, &thresholds, floor_us);
+    let mut correctness: Vec<String> = run
+        .trials
+        .iter()
+        .filter(|t| t.status == Status::Fail)
+        .map(|t| {
+            format!(
+                "phase {} {} trial {}/{} FAIL: {}",
+                t.id,
+                t.name,
+                t.trial,
+                t.trials,
+                t.error.as_deref().unwrap_or("no error recorded")
+            )
+        })
+        .collect();
+    if run.interrupted {
+        correctness.push("the run was interrupted before it finished".into());
+    }
+    Ok(GateReport {
+        run_id: run.run_id.clone(),
+        correctness,
+        figures,
+        thresholds,
+        floor_us,
+        baseline: match baseline {
+            Some(b) => format!("run {} ({})", b.run_id, b.command),
+            None => format!(
+                "none: {} does not exist (write it with `harness gate --update-baseline RUN_DIR`)",
+                gate.samples_path().display()
+            ),
+        },
+        config_differences,
+    })
+}
+
+/// Bad gate input: exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Config(#[from] ConfigMismatch),
+    #[error("{0}")]
+    Budget(String),
+}
+
+fn figure(
+    key: &str,
+    expr: &str,
+    budget_us: u64,
+    values_us: Vec<u64>,
+    how: String,
+    baseline: Option<&Baseline>,
+) -> FigureGate {
+    let as_f64: Vec<f64> = values_us.iter().map(|&v| v as f64).collect();
+    let median_us = stats::median(&as_f64);
+    let max_us = values_us.iter().copied().max();
+    let mut failures = Vec::new();
+    if let Some(m) = median_us {
+        if m > budget_us as f64 {
+            failures.push(format!(
+                "p50 {} over its budget {} ({expr})",
+                fmt_us(m),
+                fmt_us(budget_us as f64)
+            ));
+        }
+    }
+    let over: Vec<String> = values_us
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v > 2 * budget_us)
+        .map(|(i, &v)| format!("trial {} {}", i + 1, fmt_us(v as f64)))
+        .collect();
+    if !over.is_empty() {
+        failures.push(format!(
+            "{} over twice its budget {} ({expr})",
+            over.join(", "),
+            fmt_us(2.0 * budget_us as f64)
+        ));
+    }
+    let (relative, why_no_relative) = match baseline.map(|b| b.figures.get(key)) {
+        None => (None, "no baseline samples".to_string()),
+        Some(None) => (None, "the baseline has no samples of this figure".into()),
+        Some(Some(_)) if values_us.is_empty() => (None, "not measured in this run".into()),
+        Some(Some(base)) => (Some(relative(&as_f64, base)), String::new()),
+    };
+    FigureGate {
+        key: key.to_string(),
+        values_us,
+        median_us,
+        max_us,
+        how,
+        budget: Budget {
+            expr: expr.to_string(),
+            budget_us,
+            failures,
+        },
+        relative,
+        why_no_relative,
+    }
+}
+
+/// The test statistics of one figure; the verdict is settled by [`holm_across`].
+fn relative(candidate: &[f64], base: &[u64]) -> Relative {
+    let base: Vec<f64> = base.iter().map(|&v| v as f64).collect();
+    let hl = stats::hodges_lehmann(candidate, &base, CONFIDENCE);
+    Relative {
+        n_baseline: base.len(),
+        median_baseline_us: stats::median(&base).unwrap_or(0.0),
+        ratio: hl.map(|h| h.ratio),
+        interval: hl.and_then(|h| h.interval),
+        p: stats::mann_whitney_greater(candidate, &base).map(|m| m.p),
+        p_holm: None,
+        verdict: Verdict::Inconclusive,
+        why: String::new(),
+    }
+}
+
+/// Holm across the figures that have a p, then each figure's verdict.
+fn holm_across(figures: &mut [FigureGate], th: &Thresholds, floor_us: f64) {
+    let with_p: Vec<usize> = (0..figures.len())
+        .filter(|&i| figures[i].relative.as_ref().is_some_and(|r| r.p.is_some()))
+        .collect();
+    let ps: Vec<f64> = with_p
+        .iter()
+        .map(|&i| {
+            figures[i]
+                .relative
+                .as_ref()
+                .and_then(|r| r.p)
+                .unwrap_or(1.0)
+        })
+        .collect();
+    for (&i, adj) in with_p.iter().zip(stats::holm(&ps)) {
+        if let Some(r) = figures[i].relative.as_mut() {
+            r.p_holm = Some(adj);
+        }
+    }
+    for f in figures.iter_mut() {
+        let (n, median) = (f.values_us.len(), f.median_us.unwrap_or(0.0));
+        if let Some(r) = f.relative.as_mut() {
+            let (verdict, why) = decide(r, n, median, th, floor_us);
+            r.verdict = verdict;
+            r.why = why;
+        }
+    }
+}
+
+/// GATING.md §1.3's verdict: REGRESSED when p < α, ratio ≥ T, interval low > L and the median
+/// difference ≥ the floor; SAME when the interval's high < T; else INCONCLUSIVE, saying why.
+fn decide(
+    r: &Relative,
+    n: usize,
+    median_us: f64,
+    th: &Thresholds,
+    floor_us: f64,
+) -> (Verdict, String) {
+    if n < th.min_n || r.n_baseline < th.min_n {
+        return (
+            Verdict::Inconclusive,
+            format!(
+                "n = {n} candidate, {} baseline: fewer than {} per side (the smallest one-sided p at 4×4 is 0.014)",
+                r.n_baseline, th.min_n
+            ),
+        );
+    }
+    let (Some(ratio), Some((lo, hi)), Some(p)) = (r.ratio, r.interval, r.p_holm) else {
+        return (
+            Verdict::Inconclusive,
+            "no interval at these sample sizes".into(),
+        );
+    };
+    let diff = median_us - r.median_baseline_us;
+    let mut missing = Vec::new();
+    if p >= th.alpha {
+        missing.push(format!("p = {} ≥ {}", fmt_p(Some(p)), th.alpha));
+    }
+    if ratio < th.t {
+        missing.push(format!("ratio {ratio:.2} < {}", th.t));
+    }
+    if lo <= th.l {
+        missing.push(format!("interval low {lo:.2} ≤ {}", th.l));
+    }
+    if diff < floor_us {
+        missing.push(format!(
+            "median difference {} < floor {}",
+            fmt_signed_us(diff),
+            fmt_us(floor_us)
+        ));
+    }
+    if missing.is_empty() {
+        (Verdict::Regressed, String::new())
+    } else if hi < th.t {
+        (Verdict::Same, format!("interval high {hi:.2} < {}", th.t))
+    } else {
+        (
+            Verdict::Inconclusive,
+            format!(
+                "interval [{lo:.2}, {hi:.2}] reaches {} but not regressed: {}",
+                th.t,
+                missing.join(", ")
+            ),
+        )
+    }
+}
+
+/// `9.10 s`, `452 ms`.
+pub fn fmt_us(us: f64) -> String {
+    if us.abs() >= 1_000_000.0 {
+        format!("{:.2} s", us / 1e6)
+    } else {
+        format!("{:.0} ms", us / 1e3)
+    }
+}
+
+fn fmt_signed_us(us: f64) -> String {
+    if us < 0.0 {
+        format!("−{}", fmt_us(-us))
+    } else {
+        fmt_us(us)
+    }
+}
+
+pub fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}"))
+}
+
+pub fn fmt_interval(i: Option<(f64, f64)>) -> String {
+    i.map_or("[-]".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"))
+}
+
+/// `3.0e-5`, `0.042`.
+pub fn fmt_p(p: Option<f64>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) if p < 0.001 => format!("{p:.1e}"),
+        Some(p) => format!("{p:.3}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A run of `figures` (phase slug, figure name, values in ms), one trial per value, with
+    /// the fast timings of CI (heartbeat 100, election 300–`election_max`, grace 1000).
+    pub(crate) fn run(election_max: u64, figures: &[(&str, &str, &[f64])]) -> RunData {
+        let mut trials = Vec::new();
+        for (slug, name, values) in figures {
+            for (i, v) in values.iter().enumerate() {
+                trials.push(serde_json::json!({
+                    "id": "5", "slug": slug, "name": "Phase", "description": "",
+                    "trial": i + 1, "trials": values.len(), "status": "PASS",
+                    "started_us": 0, "duration_us": 1_500_000, "details": "", "error": null,
+                    "steps": [], "bindings": {},
+                    "samples": [{"name": name, "value_us": (v * 1000.0) as u64,
+                                 "how": "kill → leader_changed", "method": "event log"}],
+                }));
+            }
+        }
+        serde_json::from_value(serde_json::json!({
+            "run_id": "r1", "backend": "process", "seed": 7, "started_at": "2026-12-01T22:00:00Z",
+            "command": "harness --phases 5", "interrupted": false, "trials": trials,
+            "config": {"coordinators": 3, "workers": 4, "poll_interval_ms": 20,
+                "probe_timeout_ms": 250, "cpu_cores": 2, "harness_version": "0",
+                "raft": {"heartbeat_ms": 100, "election_min_ms": 300, "election_max_ms": election_max},
+                "detector": {"grace_ms": 1000, "ping_interval_ms": 1000, "ping_dead_ms": 3000,
+                             "rest_timeout_ms": 10000}},
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn gate(budgets: &[(&str, &str)]) -> Gate {
+        let budget: BTreeMap<String, crate::figure::Span> = budgets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string().try_into().unwrap()))
+            .collect();
+        Gate {
+            path: "reports/baseline.toml".into(),
+            file: config::GateFile {
+                samples: "baseline-samples.json".into(),
+                relative: Thresholds::default(),
+                budget,
+            },
+        }
+    }
+
+    const ELECTION: &str = "coordinator-failover.election_ms";
+    const ELECTION_BUDGET: &str = "lease + election_max + tick + 100ms";
+
+    fn ms(from: f64, step: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|i| from + step * i as f64).collect()
+    }
+
+    fn baseline_of(values: &[f64]) -> Baseline {
+        Baseline::from_run(&run(
+            600,
+            &[("coordinator-failover", "election_ms", values)],
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn budgets_are_evaluated_against_the_runs_own_configuration() {
+        let g = gate(&[(ELECTION, ELECTION_BUDGET)]);
+        let values = ms(1400.0, 10.0, 5); // p50 1420 ms
+                                          // election_max 600: 600 + 600 + 150 + 100 = 1450 ms → within.
+        let r = evaluate(
+            &run(600, &[("coordinator-failover", "election_ms", &values)]),
+            &g,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.figures[0].budget.budget_us, 1_450_000);
+        assert_eq!((r.exit_code(), r.figures[0].status()), (0, "PASS"));
+        // election_max 500: 1250 ms → the median is over.
+        let r = evaluate(
+            &run(500, &[("coordinator-failover", "election_ms", &values)]),
+            &g,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.exit_code(), exit::GATE_FAILED);
+        assert_eq!(
+            r.failure_lines(),
+            vec![format!(
+                "{ELECTION} p50 1.42 s over its budget 1.25 s ({ELECTION_BUDGET})"
+            )]
+        );
+    }
+
+    #[test]
+    fn one_trial_over_twice_the_budget_fails_though_the_median_is_fine() {
+        let g = gate(&[(ELECTION, ELECTION_BUDGET)]);
+        let values = [1000.0, 1010.0, 3000.0, 1020.0, 1030.0];
+        let r = evaluate(
+            &run(600, &[("coordinator-failover", "election_ms", &values)]),
+            &g,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.exit_code(), exit::GATE_FAILED);
+        assert_eq!(
+            r.failure_lines(),
+            vec![format!(
+                "{ELECTION} trial 3 3.00 s over twice its budget 2.90 s ({ELECTION_BUDGET})"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_doubled_election_regresses_with_its_line() {
+        let g = gate(&[(ELECTION, "10s")]);
+        let base = baseline_of(&ms(1000.0, 10.0, 10));
+        let cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(2000.0, 25.0, 10))],
+        );
+        let r = evaluate(&cand, &g, Some(&base), false).unwrap();
+        let rel = r.figures[0].relative.as_ref().unwrap();
+        assert_eq!(rel.verdict, Verdict::Regressed, "{rel:?}");
+        // scipy: mannwhitneyu(c, b, alternative='greater', method='exact') with
+        // b = [1000+10*i for i in range(10)], c = [2000+25*i for i in range(10)]
+        // → 5.412544112234515e-06 (= 1/C(20,10)); numpy HL as in stats.rs: 2.0215…
+        // [1.9524, 2.0913]; medians 2112.5 ms and 1045 ms.
+        assert!((rel.p.unwrap() - 5.412544112234515e-06).abs() < 1e-15);
+        assert_eq!(r.exit_code(), exit::GATE_FAILED);
+        assert_eq!(
+            r.failure_lines(),
+            vec![format!(
+                "{ELECTION} p50 2.11 s vs 1.04 s, ratio 2.02 [1.95, 2.09], p = 5.4e-6"
+            )]
+        );
+    }
+
+    #[test]
+    fn the_same_distribution_is_same_and_passes() {
+        let g = gate(&[(ELECTION, "10s")]);
+        let base = baseline_of(&ms(1000.0, 20.0, 10));
+        let cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(1010.0, 20.0, 10))],
+        );
+        let r = evaluate(&cand, &g, Some(&base), false).unwrap();
+        assert_eq!(r.figures[0].status(), "SAME", "{:?}", r.figures[0]);
+        assert_eq!(r.exit_code(), exit::PASS);
+        assert!(r.failure_lines().is_empty() && r.warning_lines().is_empty());
+    }
+
+    #[test]
+    fn fewer_than_five_a_side_is_inconclusive_and_says_why() {
+        let g = gate(&[(ELECTION, "10s")]);
+        let base = baseline_of(&ms(1000.0, 10.0, 10));
+        let cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(3000.0, 10.0, 4))],
+        );
+        let r = evaluate(&cand, &g, Some(&base), false).unwrap();
+        assert_eq!(r.exit_code(), exit::PASS);
+        assert_eq!(
+            r.warning_lines(),
+            vec![format!("{ELECTION} INCONCLUSIVE: n = 4 candidate, 10 baseline: fewer than 5 per side (the smallest one-sided p at 4×4 is 0.014)")]
+        );
+    }
+
+    #[test]
+    fn a_difference_under_one_tick_cannot_regress() {
+        // Tripled, but by 100 ms < the floor max(50 ms, 1.5 × 100 ms heartbeat) = 150 ms.
+        let g = gate(&[(ELECTION, "10s")]);
+        let base = baseline_of(&ms(50.0, 1.0, 10));
+        let cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(150.0, 1.0, 10))],
+        );
+        let r = evaluate(&cand, &g, Some(&base), false).unwrap();
+        assert_eq!(r.floor_us, 150_000.0);
+        assert_eq!(r.exit_code(), exit::PASS);
+        let w = &r.warning_lines()[0];
+        assert!(w.contains("median difference 100 ms < floor 150 ms"), "{w}");
+    }
+
+    #[test]
+    fn holm_shares_alpha_across_the_gated_figures() {
+        // Each figure alone: 5×5 fully separated, p = 1/252 = 0.00397 < 0.01. Two figures:
+        // Holm multiplies the smaller by 2 → 0.0079 (still < 0.01), and the larger (same p)
+        // by 1, raised to 0.0079. With three, 3/252 = 0.0119 ≥ 0.01: none regresses.
+        let fig = |name: &'static str| ("coordinator-failover", name, ms(1000.0, 10.0, 5));
+        let names = ["a_ms", "b_ms", "c_ms"];
+        let base_figs: Vec<_> = names.iter().map(|n| fig(n)).collect();
+        let base_refs: Vec<(&str, &str, &[f64])> = base_figs
+            .iter()
+            .map(|(s, n, v)| (*s, *n, v.as_slice()))
+            .collect();
+        let base = Baseline::from_run(&run(600, &base_refs)).unwrap();
+        let slow = ms(3000.0, 10.0, 5);
+        let cand_refs: Vec<(&str, &str, &[f64])> = names
+            .iter()
+            .map(|n| ("coordinator-failover", *n, slow.as_slice()))
+            .collect();
+        let cand = run(600, &cand_refs);
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| format!("coordinator-failover.{n}"))
+            .collect();
+        let two = gate(&[(&keys[0], "10s"), (&keys[1], "10s")]);
+        let r = evaluate(&cand, &two, Some(&base), false).unwrap();
+        for f in &r.figures {
+            let rel = f.relative.as_ref().unwrap();
+            assert!((rel.p_holm.unwrap() - 2.0 / 252.0).abs() < 1e-12, "{rel:?}");
+            assert_eq!(rel.verdict, Verdict::Regressed);
+        }
+        let three = gate(&[(&keys[0], "10s"), (&keys[1], "10s"), (&keys[2], "10s")]);
+        let r = evaluate(&cand, &three, Some(&base), false).unwrap();
+        assert!(
+            r.figures.iter().all(|f| f.status() == "INCONCLUSIVE"),
+            "{:?}",
+            r.warning_lines()
+        );
+        assert_eq!(r.exit_code(), exit::PASS);
+    }
+
+    #[test]
+    fn a_baseline_of_another_configuration_is_refused_unless_allowed() {
+        let g = gate(&[(ELECTION, "10s")]);
+        let base = baseline_of(&ms(1000.0, 10.0, 10));
+        let cand = run(
+            1200,
+            &[("coordinator-failover", "election_ms", &ms(2000.0, 25.0, 10))],
+        );
+        let err = evaluate(&cand, &g, Some(&base), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("election_max_ms 600 → 1200"), "{err}");
+        assert!(err.contains("--allow-config-change"), "{err}");
+        let r = evaluate(&cand, &g, Some(&base), true).unwrap();
+        assert_eq!(r.config_differences, vec!["election_max_ms 600 → 1200"]);
+        assert_eq!(r.exit_code(), exit::GATE_FAILED);
+    }
+
+    #[test]
+    fn a_failed_phase_fails_the_gate_with_exit_1() {
+        let g = gate(&[(ELECTION, ELECTION_BUDGET)]);
+        let mut cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(1000.0, 10.0, 5))],
+        );
+        cand.trials[2].status = Status::Fail;
+        cand.trials[2].error =
+            Some("step 4 await_leader (05-coordinator-failover.toml:20): timed out".into());
+        let r = evaluate(&cand, &g, None, false).unwrap();
+        assert_eq!(r.exit_code(), exit::PHASE_FAILED);
+        assert_eq!(
+            r.failure_lines(),
+            vec!["phase 5 Phase trial 3/5 FAIL: step 4 await_leader (05-coordinator-failover.toml:20): timed out"]
+        );
+        assert!(Baseline::from_run(&cand)
+            .unwrap_err()
+            .to_string()
+            .contains("passing run only"));
+    }
+
+    #[test]
+    fn an_unmeasured_figure_is_reported_not_failed() {
+        let g = gate(&[
+            (ELECTION, ELECTION_BUDGET),
+            ("hung-worker.detection_ms", "grace"),
+        ]);
+        let cand = run(
+            600,
+            &[("coordinator-failover", "election_ms", &ms(1000.0, 10.0, 5))],
+        );
+        let r = evaluate(&cand, &g, None, false).unwrap();
+        assert_eq!(r.figures[1].status(), "NOT MEASURED");
+        assert_eq!(r.exit_code(), exit::PASS);
+        let md = markdown::render(&r);
+        assert!(
+            md.contains("| hung-worker.detection_ms | NOT MEASURED | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- `coordinator-failover.election_ms`: kill → leader_changed (event log)"),
+            "{md}"
+        );
+    }
+}
