@@ -33,6 +33,9 @@ pub struct Cli {
 enum Command {
     /// Rebuild results.md, CSVs and summary.json of a run directory from its run.json.
     Report { dir: PathBuf },
+    /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
+    /// stored baseline samples; exit 3 with one line per failing figure.
+    Gate(crate::gate::cli::GateArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -73,6 +76,9 @@ pub struct RunArgs {
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Apply the CI gate (e.g. reports/baseline.toml) to the run when it ends.
+    #[arg(long, value_name = "FILE")]
+    pub gate: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +104,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(Command::Gate(args)) = &cli.command {
+        return ExitCode::from(crate::gate::cli::main(args, &project_root()));
+    }
     if let Some(Command::Report { dir }) = cli.command {
         return match report::regenerate(&dir) {
             Ok(data) => {
@@ -204,6 +213,14 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let gate = match args.gate.as_deref().map(crate::gate::config::Gate::load) {
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+        Some(Ok(g)) => Some(g),
+        None => None,
+    };
     let plan = match phase::plan(&phases, &args.phases, args.repeat) {
         Ok(p) => p,
         Err(e) => {
@@ -212,7 +229,19 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     match execute(&args, backend_kind, seed, &out, spec, &phases, &plan).await {
-        Ok((data, dir)) => finish(&args, &data, &dir, &out),
+        Ok((data, dir)) => {
+            let code = finish(&args, &data, &dir, &out);
+            let Some(gate) = gate else { return code };
+            let gated = crate::gate::cli::apply(&dir, &data, &gate, false, &root);
+            for file in ["gate.md", "junit.xml"] {
+                let _ = std::fs::copy(dir.join(file), out.join("latest").join(file));
+            }
+            if code == exit::INTERRUPTED {
+                code
+            } else {
+                gated
+            }
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::HARNESS_ERROR

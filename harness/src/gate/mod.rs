@@ -11,6 +11,7 @@
 //! Only medians are gated, never p90 or max (the max only against the coarse 2 × budget).
 
 pub mod baseline;
+pub mod cli;
 pub mod config;
 pub mod junit;
 pub mod markdown;
@@ -222,17 +223,12 @@ pub fn evaluate(
             .map(|(_, s)| s.clone())
             .unwrap_or_default();
         let values_us: Vec<u64> = samples.iter().map(|s| s.value_us).collect();
-        let mut how: Vec<String> = samples
-            .iter()
-            .map(|s| format!("{} ({})", s.how, s.method))
-            .collect();
-        how.dedup();
         figures.push(figure(
             key,
             span.text(),
             budget_us,
             values_us,
-            how.join("; "),
+            how(&samples),
             baseline,
         ));
     }
@@ -316,9 +312,9 @@ fn figure(
         ));
     }
     let (relative, why_no_relative) = match baseline.map(|b| b.figures.get(key)) {
-        None => (None, "no baseline samples".to_string()),
+        _ if values_us.is_empty() => (None, "not measured in this run".to_string()),
+        None => (None, "no baseline samples".into()),
         Some(None) => (None, "the baseline has no samples of this figure".into()),
-        Some(Some(_)) if values_us.is_empty() => (None, "not measured in this run".into()),
         Some(Some(base)) => (Some(relative(&as_f64, base)), String::new()),
     };
     FigureGate {
@@ -335,6 +331,24 @@ fn figure(
         relative,
         why_no_relative,
     }
+}
+
+/// How a figure was measured: its method(s), resolution and the first trial's endpoints.
+fn how(samples: &[&Sample]) -> String {
+    let Some(first) = samples.first() else {
+        return String::new();
+    };
+    let mut methods: Vec<&str> = samples.iter().map(|s| s.method.as_str()).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    let resolution = samples.iter().map(|s| s.resolution_us).max().unwrap_or(0);
+    format!(
+        "{} over {} trial(s), resolution ≤ {}; trial 1: {}",
+        methods.join(", "),
+        samples.len(),
+        fmt_us(resolution as f64),
+        first.how
+    )
 }
 
 /// The test statistics of one figure; the verdict is settled by [`holm_across`].
@@ -759,7 +773,7 @@ pub(crate) mod tests {
             "{md}"
         );
         assert!(
-            md.contains("- `coordinator-failover.election_ms`: kill → leader_changed (event log)"),
+            md.contains("- `coordinator-failover.election_ms`: event log over 5 trial(s), resolution ≤ 0 ms; trial 1: kill → leader_changed"),
             "{md}"
         );
     }

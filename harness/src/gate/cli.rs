@@ -1,0 +1,170 @@
+//! `harness gate RUN_DIR` and `--gate FILE` on a run: load, evaluate, write `gate.md` and
+//! `junit.xml` into the run directory, print one line per failure, return the exit code.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::baseline::Baseline;
+use super::config::Gate;
+use super::{evaluate, junit, markdown, GateError};
+use crate::exit;
+use crate::record::RunData;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateArgs {
+    /// The run directory to gate (it holds run.json), e.g. reports/latest.
+    pub dir: PathBuf,
+    /// The gate file: budgets, thresholds, where the baseline samples are.
+    #[arg(long, value_name = "FILE")]
+    pub gate: Option<PathBuf>,
+    /// Store this run's samples as the baseline (the file named by the gate file's `samples`),
+    /// instead of gating it. Refused for a run with a failed trial.
+    #[arg(long)]
+    pub update_baseline: bool,
+    /// Compare with a baseline taken under another configuration (the table says what differs).
+    #[arg(long)]
+    pub allow_config_change: bool,
+}
+
+/// The default gate file of a source tree.
+pub fn default_gate_file(root: &Path) -> PathBuf {
+    root.join("reports").join("baseline.toml")
+}
+
+/// The `gate` subcommand.
+pub fn main(args: &GateArgs, root: &Path) -> u8 {
+    let path = args.gate.clone().unwrap_or_else(|| default_gate_file(root));
+    let gate = match Gate::load(&path) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let data = match load_run(&args.dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    if args.update_baseline {
+        return update_baseline(&data, &gate);
+    }
+    apply(&args.dir, &data, &gate, args.allow_config_change, root)
+}
+
+fn load_run(dir: &Path) -> anyhow::Result<RunData> {
+    let path = dir.join(crate::report::RUN_DATA);
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+}
+
+fn update_baseline(data: &RunData, gate: &Gate) -> u8 {
+    let baseline = match Baseline::from_run(data) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::PHASE_FAILED;
+        }
+    };
+    let path = gate.samples_path();
+    if let Err(e) = baseline.save(&path) {
+        eprintln!("error: {e:#}");
+        return exit::HARNESS_ERROR;
+    }
+    let figures: Vec<String> = baseline
+        .figures
+        .iter()
+        .map(|(k, v)| format!("{k} (n = {})", v.len()))
+        .collect();
+    println!(
+        "gate: baseline samples of run {} written to {}: {}",
+        baseline.run_id,
+        path.display(),
+        figures.join(", ")
+    );
+    exit::PASS
+}
+
+/// Gate a run that is in `dir`; writes `gate.md` and `junit.xml` there.
+pub fn apply(
+    dir: &Path,
+    data: &RunData,
+    gate: &Gate,
+    allow_config_change: bool,
+    root: &Path,
+) -> u8 {
+    let samples = gate.samples_path();
+    let baseline = if samples.exists() {
+        match Baseline::load(&samples) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::INVALID_INPUT;
+            }
+        }
+    } else {
+        eprintln!(
+            "warning: no baseline samples at {}: budgets only (write them with `harness gate --update-baseline RUN_DIR`)",
+            samples.display()
+        );
+        None
+    };
+    let report = match evaluate(data, gate, baseline.as_ref(), allow_config_change) {
+        Ok(r) => r,
+        Err(e @ (GateError::Config(_) | GateError::Budget(_))) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let revision = git_revision(root);
+    let written = std::fs::write(dir.join("gate.md"), markdown::render(&report)).and_then(|_| {
+        let id = junit::Identity {
+            git_revision: &revision,
+        };
+        std::fs::write(dir.join("junit.xml"), junit::render(data, &report, &id))
+    });
+    if let Err(e) = written {
+        eprintln!("error: write the gate's reports in {}: {e}", dir.display());
+        return exit::HARNESS_ERROR;
+    }
+    for line in report.warning_lines() {
+        eprintln!("warning: {line}");
+    }
+    for line in report.failure_lines() {
+        println!("{line}");
+    }
+    let code = report.exit_code();
+    println!(
+        "gate: {} ({} figure(s) gated); table: {}, JUnit: {}",
+        if code == exit::PASS { "PASS" } else { "FAIL" },
+        report.figures.len(),
+        dir.join("gate.md").display(),
+        dir.join("junit.xml").display()
+    );
+    code
+}
+
+/// The revision being gated: `GIT_COMMIT` (Jenkins), `GITHUB_SHA`, `CI_COMMIT_SHA` (GitLab),
+/// else `git rev-parse HEAD` of the source tree, else `unknown`.
+fn git_revision(root: &Path) -> String {
+    for var in ["GIT_COMMIT", "GITHUB_SHA", "CI_COMMIT_SHA"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
