@@ -68,10 +68,13 @@ impl Configuration {
     }
 }
 
+/// Most samples kept per figure when runs are pooled (GATING.md §1.3: the last ≤ 3 runs, cap 30).
+pub const POOL_CAP: usize = 30;
+
 /// The file's contents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
-    /// The run the samples come from, and the command that reproduces it.
+    /// The run(s) the samples come from (comma-separated when pooled), and the first's command.
     pub run_id: String,
     pub command: String,
     pub started_at: String,
@@ -113,6 +116,35 @@ impl Baseline {
         })
     }
 
+    /// Pool passing runs of one configuration, oldest first: each figure keeps its last
+    /// [`POOL_CAP`] samples.
+    pub fn pool(runs: &[RunData]) -> anyhow::Result<Baseline> {
+        let mut it = runs.iter();
+        let first = it.next().context("no run to take a baseline from")?;
+        let mut pooled = Baseline::from_run(first)?;
+        for run in it {
+            let next = Baseline::from_run(run)?;
+            let diff = pooled.config.differences(&next.config);
+            if !diff.is_empty() {
+                anyhow::bail!(
+                    "run {} has another configuration than {}: {}",
+                    next.run_id,
+                    first.run_id,
+                    diff.join(", ")
+                );
+            }
+            pooled.run_id = format!("{}, {}", pooled.run_id, next.run_id);
+            for (key, values) in next.figures {
+                pooled.figures.entry(key).or_default().extend(values);
+            }
+        }
+        for values in pooled.figures.values_mut() {
+            let excess = values.len().saturating_sub(POOL_CAP);
+            values.drain(..excess);
+        }
+        Ok(pooled)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Baseline> {
         let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
@@ -122,5 +154,26 @@ impl Baseline {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::tests::run;
+
+    #[test]
+    fn pooled_runs_keep_the_last_thirty_of_one_configuration() {
+        let a: Vec<f64> = (0..20).map(|i| 1000.0 + i as f64).collect();
+        let b: Vec<f64> = (0..20).map(|i| 2000.0 + i as f64).collect();
+        let fig = |v: &[f64]| run(600, &[("coordinator-failover", "election_ms", v)]);
+        let pooled = Baseline::pool(&[fig(&a), fig(&b)]).unwrap();
+        let values = &pooled.figures["coordinator-failover.election_ms"];
+        assert_eq!(values.len(), 30);
+        assert_eq!((values[0], values[29]), (1_010_000, 2_019_000)); // a's last 10, all of b
+        assert_eq!(pooled.run_id, "r1, r1");
+        let other = run(1200, &[("coordinator-failover", "election_ms", &b)]);
+        let err = Baseline::pool(&[fig(&a), other]).unwrap_err().to_string();
+        assert!(err.contains("election_max_ms 600 → 1200"), "{err}");
     }
 }

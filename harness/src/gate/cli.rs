@@ -13,8 +13,10 @@ use crate::record::RunData;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
-    /// The run directory to gate (it holds run.json), e.g. reports/latest.
-    pub dir: PathBuf,
+    /// The run directory to gate (it holds run.json), e.g. reports/latest. With
+    /// --update-baseline, up to three runs of one configuration to pool (oldest first).
+    #[arg(required = true, num_args = 1..=3)]
+    pub dirs: Vec<PathBuf>,
     /// The gate file: budgets, thresholds, where the baseline samples are.
     #[arg(long, value_name = "FILE")]
     pub gate: Option<PathBuf>,
@@ -42,17 +44,24 @@ pub fn main(args: &GateArgs, root: &Path) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    let data = match load_run(&args.dir) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::INVALID_INPUT;
+    let mut runs = Vec::new();
+    for dir in &args.dirs {
+        match load_run(dir) {
+            Ok(d) => runs.push(d),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::INVALID_INPUT;
+            }
         }
-    };
-    if args.update_baseline {
-        return update_baseline(&data, &gate);
     }
-    apply(&args.dir, &data, &gate, args.allow_config_change, root)
+    if args.update_baseline {
+        return update_baseline(&runs, &gate);
+    }
+    let [dir] = args.dirs.as_slice() else {
+        eprintln!("error: gate one run directory at a time (several only with --update-baseline)");
+        return exit::INVALID_INPUT;
+    };
+    apply(dir, &runs[0], &gate, args.allow_config_change, root)
 }
 
 fn load_run(dir: &Path) -> anyhow::Result<RunData> {
@@ -61,8 +70,8 @@ fn load_run(dir: &Path) -> anyhow::Result<RunData> {
     serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
 }
 
-fn update_baseline(data: &RunData, gate: &Gate) -> u8 {
-    let baseline = match Baseline::from_run(data) {
+fn update_baseline(runs: &[RunData], gate: &Gate) -> u8 {
+    let baseline = match Baseline::pool(runs) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");

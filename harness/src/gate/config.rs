@@ -107,8 +107,8 @@ mod tests {
         let budget = |key: &str| gate.file.budget[key].eval(&seed).unwrap().hi_us;
         // lease 3 s + election_max 3 s + tick 0.75 s + 100 ms.
         assert_eq!(budget("coordinator-failover.election_ms"), 6_850_000);
-        assert_eq!(budget("worker-failover.failover_ms"), 5_300_000);
-        assert_eq!(budget("worker-failover.detection_ms"), 5_100_000);
+        assert_eq!(budget("worker-failover.failover_ms"), 5_500_000);
+        assert_eq!(budget("worker-failover.detection_ms"), 5_200_000);
         assert!(gate
             .samples_path()
             .ends_with("reports/baseline-samples.json"));
