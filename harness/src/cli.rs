@@ -35,7 +35,7 @@ enum Command {
     Report { dir: PathBuf },
     /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
     /// stored baseline samples; exit 3 with one line per failing figure.
-    Gate(crate::gate::cli::GateArgs),
+    Gate(Box<crate::gate::cli::GateArgs>),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -76,7 +76,7 @@ pub struct RunArgs {
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Apply the CI gate (e.g. reports/baseline.toml) to the run when it ends.
+    /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
     #[arg(long, value_name = "FILE")]
     pub gate: Option<PathBuf>,
 }

@@ -115,3 +115,23 @@ fn gate_exit_codes_and_lines() {
     );
     assert_eq!(gate(&["--gate", g, &dir("missing")]).status.code(), Some(2));
 }
+
+#[test]
+fn interleaved_mode_refuses_what_cannot_conclude() {
+    // clap's usage errors exit 2, like every other bad input.
+    let out = gate(&["--baseline-bin", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--candidate-bin"));
+    // Four rounds give four trials a side: below n ≥ 5, refused before anything starts.
+    let out = gate(&[
+        "--baseline-bin",
+        "/bin/true",
+        "--candidate-bin",
+        "/bin/true",
+        "--repeat",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than 5 trials a side"));
+    assert_eq!(gate(&[]).status.code(), Some(2));
+}

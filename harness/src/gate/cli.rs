@@ -15,18 +15,27 @@ use crate::record::RunData;
 pub struct GateArgs {
     /// The run directory to gate (it holds run.json), e.g. reports/latest. With
     /// --update-baseline, up to three runs of one configuration to pool (oldest first).
-    #[arg(required = true, num_args = 1..=3)]
+    /// None with --baseline-bin/--candidate-bin.
+    #[arg(num_args = 0..=3)]
     pub dirs: Vec<PathBuf>,
-    /// The gate file: budgets, thresholds, where the baseline samples are.
-    #[arg(long, value_name = "FILE")]
-    pub gate: Option<PathBuf>,
-    /// Store this run's samples as the baseline (the file named by the gate file's `samples`),
-    /// instead of gating it. Refused for a run with a failed trial.
+    /// Store the runs' samples as the baseline (the file named by the gate file's `samples`),
+    /// instead of gating. Refused for a run with a failed trial.
     #[arg(long)]
     pub update_baseline: bool,
     /// Compare with a baseline taken under another configuration (the table says what differs).
     #[arg(long)]
     pub allow_config_change: bool,
+    /// Interleaved mode: run the phases on this cluster build and on --candidate-bin
+    /// alternately, one trial each (ABAB), and gate the candidate against it (T, L = 1.2, 1.05).
+    #[arg(long, requires = "candidate_bin", conflicts_with_all = ["dirs", "update_baseline"])]
+    pub baseline_bin: Option<PathBuf>,
+    /// Interleaved mode: the cluster build under test.
+    #[arg(long, requires = "baseline_bin")]
+    pub candidate_bin: Option<PathBuf>,
+    /// The run's flags (interleaved mode), and --gate FILE: the gate file (default
+    /// reports/baseline.toml).
+    #[command(flatten)]
+    pub run: crate::cli::RunArgs,
 }
 
 /// The default gate file of a source tree.
@@ -36,7 +45,11 @@ pub fn default_gate_file(root: &Path) -> PathBuf {
 
 /// The `gate` subcommand.
 pub fn main(args: &GateArgs, root: &Path) -> u8 {
-    let path = args.gate.clone().unwrap_or_else(|| default_gate_file(root));
+    let path = args
+        .run
+        .gate
+        .clone()
+        .unwrap_or_else(|| default_gate_file(root));
     let gate = match Gate::load(&path) {
         Ok(g) => g,
         Err(e) => {
@@ -44,6 +57,24 @@ pub fn main(args: &GateArgs, root: &Path) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    if let (Some(a), Some(b)) = (&args.baseline_bin, &args.candidate_bin) {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: start runtime: {e}");
+                return exit::HARNESS_ERROR;
+            }
+        };
+        return runtime.block_on(super::interleave::run(&args.run, a, b, &gate, root));
+    }
+    if args.dirs.is_empty() {
+        eprintln!("error: name a run directory to gate (or --baseline-bin and --candidate-bin)");
+        return exit::INVALID_INPUT;
+    }
     let mut runs = Vec::new();
     for dir in &args.dirs {
         match load_run(dir) {
@@ -64,7 +95,7 @@ pub fn main(args: &GateArgs, root: &Path) -> u8 {
     apply(dir, &runs[0], &gate, args.allow_config_change, root)
 }
 
-fn load_run(dir: &Path) -> anyhow::Result<RunData> {
+pub fn load_run(dir: &Path) -> anyhow::Result<RunData> {
     let path = dir.join(crate::report::RUN_DATA);
     let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
@@ -97,7 +128,7 @@ fn update_baseline(runs: &[RunData], gate: &Gate) -> u8 {
     exit::PASS
 }
 
-/// Gate a run that is in `dir`; writes `gate.md` and `junit.xml` there.
+/// Gate a run that is in `dir` against the stored baseline; writes `gate.md` and `junit.xml`.
 pub fn apply(
     dir: &Path,
     data: &RunData,
@@ -121,7 +152,26 @@ pub fn apply(
         );
         None
     };
-    let report = match evaluate(data, gate, baseline.as_ref(), allow_config_change) {
+    apply_with(
+        dir,
+        data,
+        gate,
+        baseline.as_ref(),
+        allow_config_change,
+        root,
+    )
+}
+
+/// Gate a run against a given baseline; writes `gate.md` and `junit.xml` into `dir`.
+pub fn apply_with(
+    dir: &Path,
+    data: &RunData,
+    gate: &Gate,
+    baseline: Option<&Baseline>,
+    allow_config_change: bool,
+    root: &Path,
+) -> u8 {
+    let report = match evaluate(data, gate, baseline, allow_config_change) {
         Ok(r) => r,
         Err(e @ (GateError::Config(_) | GateError::Budget(_))) => {
             eprintln!("error: {e}");

@@ -86,11 +86,14 @@ pub fn render(r: &GateReport) -> String {
         } else {
             f.budget.failures.join("; ")
         };
+        let verdict = match &f.relative {
+            Some(x) if f.status() == "FAIL" => format!("FAIL (relative: {})", x.verdict),
+            _ => f.status().to_string(),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {budget} | {bn} | {bm} | {ratio} | {p} | {ph} | {} |",
+            "| {} | {verdict} | {} | {} | {} | {budget} | {bn} | {bm} | {ratio} | {p} | {ph} | {} |",
             f.key,
-            f.status(),
             f.values_us.len(),
             opt(f.median_us),
             opt(f.max_us.map(|v| v as f64)),

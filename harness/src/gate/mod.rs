@@ -13,6 +13,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod config;
+pub mod interleave;
 pub mod junit;
 pub mod markdown;
 pub mod stats;
