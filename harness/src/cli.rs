@@ -228,19 +228,29 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    match execute(&args, backend_kind, seed, &out, spec, &phases, &plan).await {
+    match execute(
+        &args,
+        backend_kind,
+        seed,
+        &out,
+        spec.clone(),
+        &phases,
+        &plan,
+    )
+    .await
+    {
         Ok((data, dir)) => {
             let code = finish(&args, &data, &dir, &out);
             let Some(gate) = gate else { return code };
-            let gated = crate::gate::cli::apply(&dir, &data, &gate, false, &root);
-            for file in ["gate.md", "junit.xml"] {
-                let _ = std::fs::copy(dir.join(file), out.join("latest").join(file));
-            }
             if code == exit::INTERRUPTED {
-                code
-            } else {
-                gated
+                return code;
             }
+            // The gate's one extra batch, if it needs one: the same plan with the next seed.
+            let again = || {
+                let seed = seed.wrapping_add(1);
+                execute(&args, backend_kind, seed, &out, spec, &phases, &plan)
+            };
+            crate::gate::drive::drive(data, dir, &gate, &root, &out, again).await
         }
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -422,7 +432,7 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
 }
 
 /// Copy the run directory's report files (not node data) to `latest`.
-fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
+pub(crate) fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
     if latest.exists() {
         std::fs::remove_dir_all(latest)?;
     }

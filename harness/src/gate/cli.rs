@@ -9,7 +9,7 @@ use super::baseline::Baseline;
 use super::config::Gate;
 use super::{evaluate, junit, markdown, GateError};
 use crate::exit;
-use crate::record::RunData;
+use crate::record::{RunData, Status};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
@@ -106,7 +106,15 @@ fn update_baseline(runs: &[RunData], gate: &Gate) -> u8 {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return exit::PHASE_FAILED;
+            // A failed run keeps "a phase failed"; runs of different configurations are bad input.
+            let failed = runs
+                .iter()
+                .any(|r| r.interrupted || r.trials.iter().any(|t| t.status == Status::Fail));
+            return if failed {
+                exit::PHASE_FAILED
+            } else {
+                exit::INVALID_INPUT
+            };
         }
     };
     let path = gate.samples_path();
@@ -136,30 +144,37 @@ pub fn apply(
     allow_config_change: bool,
     root: &Path,
 ) -> u8 {
+    match stored_baseline(gate) {
+        Ok(baseline) => apply_with(
+            dir,
+            data,
+            gate,
+            baseline.as_ref(),
+            allow_config_change,
+            root,
+        ),
+        Err(code) => code,
+    }
+}
+
+/// The stored baseline samples, `None` (with a warning) when there are none; `Err(exit code)`
+/// when they do not parse.
+pub fn stored_baseline(gate: &Gate) -> Result<Option<Baseline>, u8> {
     let samples = gate.samples_path();
-    let baseline = if samples.exists() {
-        match Baseline::load(&samples) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return exit::INVALID_INPUT;
-            }
-        }
-    } else {
+    if !samples.exists() {
         eprintln!(
             "warning: no baseline samples at {}: budgets only (write them with `harness gate --update-baseline RUN_DIR`)",
             samples.display()
         );
-        None
-    };
-    apply_with(
-        dir,
-        data,
-        gate,
-        baseline.as_ref(),
-        allow_config_change,
-        root,
-    )
+        return Ok(None);
+    }
+    match Baseline::load(&samples) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Err(exit::INVALID_INPUT)
+        }
+    }
 }
 
 /// Gate a run against a given baseline; writes `gate.md` and `junit.xml` into `dir`.

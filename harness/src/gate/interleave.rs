@@ -2,7 +2,8 @@
 //! 10`. Runs the phases on the two cluster builds alternately on one machine, one trial each
 //! (ABAB, each a whole run with its own cluster and the same seed for both sides of a round),
 //! so machine noise lands on both sides alike; then gates NEW against OLD with the tighter
-//! thresholds of GATING.md §1.3 (T, L = 1.2, 1.05).
+//! thresholds of GATING.md §1.3 (T, L = 1.2, 1.05). An INCONCLUSIVE verdict gets one extra
+//! batch of as many rounds, retested at α / 2.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,45 +48,34 @@ pub async fn run(args: &RunArgs, old: &Path, new: &Path, gate: &Gate, root: &Pat
     let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
     let work = out.join("runs").join(format!("{stamp}-interleaved"));
     let mut sides: [Vec<RunData>; 2] = [vec![], vec![]];
-    for round in 0..args.repeat {
-        for (i, (label, bin)) in [("baseline", old), ("candidate", new)]
-            .into_iter()
-            .enumerate()
-        {
-            let dir = work.join(format!("{label}-{:02}", round + 1));
+    let all = Rounds {
+        args,
+        old,
+        new,
+        work: &work,
+        seed,
+    };
+    if let Err(code) = all.run(0..args.repeat, &mut sides).await {
+        return code;
+    }
+    let mut gate = gate.clone();
+    gate.file.relative = thresholds(&gate.file.relative);
+    let (base, cand) = sides_as_runs(&sides, &stamp, &all.command());
+    // The one pre-declared extra batch: as many rounds again, retested at α / 2.
+    if let Ok(b) = Baseline::from_run(&base) {
+        let first = super::evaluate(&cand, &gate, Some(&b), false);
+        if matches!(first, Ok(r) if r.exit_code() == exit::PASS && r.inconclusive()) {
             eprintln!(
-                "harness gate: round {}/{}, {label} ({})",
-                round + 1,
-                args.repeat,
-                bin.display()
+                "harness gate: INCONCLUSIVE; running the pre-declared extra batch of {} rounds once",
+                args.repeat
             );
-            let round_seed = seed.wrapping_add(round as u64);
-            let code = crate::cli::run(side_args(args, bin, round_seed, dir.clone())).await;
-            if matches!(
-                code,
-                exit::INVALID_INPUT | exit::HARNESS_ERROR | exit::INTERRUPTED
-            ) {
+            if let Err(code) = all.run(args.repeat..2 * args.repeat, &mut sides).await {
                 return code;
             }
-            match super::cli::load_run(&dir.join("latest")) {
-                Ok(data) => sides[i].push(data),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return exit::HARNESS_ERROR;
-                }
-            }
+            gate.file.relative.alpha /= 2.0;
         }
     }
-    let command = format!(
-        "harness gate --baseline-bin {} --candidate-bin {} --phases {} --repeat {} --seed {seed}",
-        old.display(),
-        new.display(),
-        args.phases,
-        args.repeat
-    );
-    let [base_runs, cand_runs] = sides;
-    let base = merge(&base_runs, &format!("{stamp}-baseline"), &command);
-    let cand = merge(&cand_runs, &format!("{stamp}-candidate"), &command);
+    let (base, cand) = sides_as_runs(&sides, &stamp, &all.command());
     let saved = crate::report::save_run(&work.join("baseline"), &base)
         .and_then(|_| crate::report::save_run(&work, &cand));
     if let Err(e) = saved {
@@ -99,9 +89,74 @@ pub async fn run(args: &RunArgs, old: &Path, new: &Path, gate: &Gate, root: &Pat
             return exit::PHASE_FAILED;
         }
     };
-    let mut gate = gate.clone();
-    gate.file.relative = thresholds(&gate.file.relative);
     super::cli::apply_with(&work, &cand, &gate, Some(&baseline), false, root)
+}
+
+/// What every round shares.
+struct Rounds<'a> {
+    args: &'a RunArgs,
+    old: &'a Path,
+    new: &'a Path,
+    work: &'a Path,
+    seed: u64,
+}
+
+impl Rounds<'_> {
+    fn command(&self) -> String {
+        format!(
+            "harness gate --baseline-bin {} --candidate-bin {} --phases {} --repeat {} --seed {}",
+            self.old.display(),
+            self.new.display(),
+            self.args.phases,
+            self.args.repeat,
+            self.seed
+        )
+    }
+
+    /// Rounds `range` (0-based): baseline then candidate, one trial each, appended to `sides`.
+    async fn run(
+        &self,
+        range: std::ops::Range<u32>,
+        sides: &mut [Vec<RunData>; 2],
+    ) -> Result<(), u8> {
+        for round in range {
+            for (i, (label, bin)) in [("baseline", self.old), ("candidate", self.new)]
+                .into_iter()
+                .enumerate()
+            {
+                let dir = self.work.join(format!("{label}-{:02}", round + 1));
+                eprintln!(
+                    "harness gate: round {}, {label} ({})",
+                    round + 1,
+                    bin.display()
+                );
+                let seed = self.seed.wrapping_add(round as u64);
+                let code = crate::cli::run(side_args(self.args, bin, seed, dir.clone())).await;
+                if matches!(
+                    code,
+                    exit::INVALID_INPUT | exit::HARNESS_ERROR | exit::INTERRUPTED
+                ) {
+                    return Err(code);
+                }
+                match super::cli::load_run(&dir.join("latest")) {
+                    Ok(data) => sides[i].push(data),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return Err(exit::HARNESS_ERROR);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each side's runs merged into one run: (baseline, candidate).
+fn sides_as_runs(sides: &[Vec<RunData>; 2], stamp: &str, command: &str) -> (RunData, RunData) {
+    (
+        merge(&sides[0], &format!("{stamp}-baseline"), command),
+        merge(&sides[1], &format!("{stamp}-candidate"), command),
+    )
 }
 
 /// One side's runs as one run: trials in order, numbered per phase across the runs.

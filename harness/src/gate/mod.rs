@@ -13,6 +13,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod config;
+pub mod drive;
 pub mod interleave;
 pub mod junit;
 pub mod markdown;
@@ -164,7 +165,12 @@ impl GateReport {
         lines
     }
 
-    /// One line per warning (INCONCLUSIVE figures, gated figures the run did not measure).
+    /// Whether any gated figure's relative verdict is INCONCLUSIVE.
+    pub fn inconclusive(&self) -> bool {
+        self.figures.iter().any(|f| f.status() == "INCONCLUSIVE")
+    }
+
+    /// One line per INCONCLUSIVE figure, saying why.
     pub fn warning_lines(&self) -> Vec<String> {
         self.figures
             .iter()
@@ -391,7 +397,7 @@ fn holm_across(figures: &mut [FigureGate], th: &Thresholds, floor_us: f64) {
     for f in figures.iter_mut() {
         let (n, median) = (f.values_us.len(), f.median_us.unwrap_or(0.0));
         if let Some(r) = f.relative.as_mut() {
-            let (verdict, why) = decide(r, n, median, th, floor_us);
+            let (verdict, why) = decide(r, n, median, th, floor_us, with_p.len());
             r.verdict = verdict;
             r.why = why;
         }
@@ -406,6 +412,7 @@ fn decide(
     median_us: f64,
     th: &Thresholds,
     floor_us: f64,
+    family: usize,
 ) -> (Verdict, String) {
     if n < th.min_n || r.n_baseline < th.min_n {
         return (
@@ -425,7 +432,19 @@ fn decide(
     let diff = median_us - r.median_baseline_us;
     let mut missing = Vec::new();
     if p >= th.alpha {
-        missing.push(format!("p = {} ≥ {}", fmt_p(Some(p)), th.alpha));
+        // Even total separation may be unable to reach α: say so, and what would.
+        let best = (smallest_p(n, r.n_baseline) * family as f64).min(1.0);
+        if best >= th.alpha {
+            missing.push(format!(
+                "p = {} ≥ {}: {n}×{} trials across {family} figure(s) cannot go below {} (more trials)",
+                fmt_p(Some(p)),
+                th.alpha,
+                r.n_baseline,
+                fmt_p(Some(best))
+            ));
+        } else {
+            missing.push(format!("p = {} ≥ {}", fmt_p(Some(p)), th.alpha));
+        }
     }
     if ratio < th.t {
         missing.push(format!("ratio {ratio:.2} < {}", th.t));
@@ -454,6 +473,12 @@ fn decide(
             ),
         )
     }
+}
+
+/// The smallest one-sided p of an exact U test at n×m: every candidate above every baseline,
+/// `1 / C(n + m, n)`.
+fn smallest_p(n: usize, m: usize) -> f64 {
+    (1..=n).fold(1.0, |acc, i| acc * i as f64 / (m + i) as f64)
 }
 
 /// `9.10 s`, `452 ms`.
@@ -707,6 +732,12 @@ pub(crate) mod tests {
         }
         let three = gate(&[(&keys[0], "10s"), (&keys[1], "10s"), (&keys[2], "10s")]);
         let r = evaluate(&cand, &three, Some(&base), false).unwrap();
+        assert!(
+            r.warning_lines()[0]
+                .contains("5×5 trials across 3 figure(s) cannot go below 0.012 (more trials)"),
+            "{:?}",
+            r.warning_lines()
+        );
         assert!(
             r.figures.iter().all(|f| f.status() == "INCONCLUSIVE"),
             "{:?}",
