@@ -269,6 +269,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
         "cargo run -p harness -- --phases {} --repeat {} --backend {backend} --seed {seed}",
         args.phases, args.repeat
     );
+    if let Some(gate) = &args.gate {
+        cmd += &format!(" --gate {}", gate.display());
+    }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
     }
