@@ -406,6 +406,32 @@ mod tests {
     }
 
     #[test]
+    fn unequal_sizes_as_in_ci_five_against_thirty() {
+        // y = [1000+7*((i*11)%30) for i in range(30)], x = [1100,1180,1010,1250,1205].
+        // scipy: mannwhitneyu(x, y, alternative='greater', method='exact')
+        // → U=103.0, p=0.10079104955765296
+        let y: Vec<f64> = (0..30)
+            .map(|i| 1000.0 + 7.0 * ((i * 11) % 30) as f64)
+            .collect();
+        let x = [1100.0, 1180.0, 1010.0, 1250.0, 1205.0];
+        let r = mann_whitney_greater(&x, &y).unwrap();
+        assert_eq!(r.u, 103.0);
+        assert!(close(r.p, 0.10079104955765296, 1e-12), "{r:?}");
+        // scipy.stats._mannwhitneyu._MWU(5, 30).cdf(u): 0.02408 at u = 33, 0.02718 at 34,
+        // so k = 34, and the coverage is 1 − 2 · 0.024076492767194858.
+        let (k, coverage) = interval_rank(5, 30, 0.95);
+        assert_eq!(k, 34);
+        assert!(close(coverage, 1.0 - 2.0 * 0.024076492767194858, 1e-12));
+        // numpy as in hodges_lehmann_matches_numpy with k = 34:
+        // → 1.0495917610765233, 0.9692898272552778, 1.1261682242990656
+        let hl = hodges_lehmann(&x, &y, 0.95).unwrap();
+        assert!(close(hl.ratio, 1.0495917610765233, 1e-12), "{hl:?}");
+        let (lo, hi) = hl.interval.unwrap();
+        assert!(close(lo, 0.9692898272552778, 1e-12), "{hl:?}");
+        assert!(close(hi, 1.1261682242990656, 1e-12), "{hl:?}");
+    }
+
+    #[test]
     fn medians() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
