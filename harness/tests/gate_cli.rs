@@ -135,3 +135,76 @@ fn interleaved_mode_refuses_what_cannot_conclude() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than 5 trials a side"));
     assert_eq!(gate(&[]).status.code(), Some(2));
 }
+
+/// The `cluster` binary built by `cargo test --workspace`, next to this test's directory.
+fn cluster_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("cluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn gate_flag_on_a_real_run_fails_a_budget_it_cannot_meet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // No election can take 10 ms: the budget fails, exit 3, with the line; no baseline samples.
+    let tight = t.join("tight.toml");
+    std::fs::write(
+        &tight,
+        "[budget]\n\"coordinator-failover.election_ms\" = \"10ms\"\n",
+    )
+    .unwrap();
+    let run = |gate: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["--phases", "5", "--repeat", "2", "--backend", "process"])
+            .args([
+                "--heartbeat-ms",
+                "50",
+                "--election-min-ms",
+                "150",
+                "--election-max-ms",
+                "300",
+            ])
+            .arg("--cluster-bin")
+            .arg(cluster_bin())
+            .arg("--out")
+            .arg(t.join("reports"))
+            .arg("--gate")
+            .arg(gate)
+            .env_remove("CARGO")
+            .output()
+            .unwrap()
+    };
+    let out = run(&tight);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("coordinator-failover.election_ms p50 ")
+                && l.ends_with(" over its budget 10 ms (10ms)")),
+        "{stdout}"
+    );
+    let latest = t.join("reports/latest");
+    let md = std::fs::read_to_string(latest.join("gate.md")).unwrap();
+    assert!(
+        md.contains("| coordinator-failover.election_ms | FAIL | 2 |"),
+        "{md}"
+    );
+    assert!(latest.join("junit.xml").exists());
+    // A gate file that does not parse is bad input, refused before any node starts.
+    let bad = t.join("bad.toml");
+    std::fs::write(&bad, "[budget]\n\"a.b\" = \"grace +\"\n").unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("harness: run "));
+}
