@@ -193,12 +193,17 @@ pub fn apply_with(
             return exit::INVALID_INPUT;
         }
     };
+    publish(dir, data, &report, root)
+}
+
+/// Write `gate.md` and `junit.xml` of a report into `dir`, print its lines; the exit code.
+pub fn publish(dir: &Path, data: &RunData, report: &super::GateReport, root: &Path) -> u8 {
     let revision = git_revision(root);
-    let written = std::fs::write(dir.join("gate.md"), markdown::render(&report)).and_then(|_| {
+    let written = std::fs::write(dir.join("gate.md"), markdown::render(report)).and_then(|_| {
         let id = junit::Identity {
             git_revision: &revision,
         };
-        std::fs::write(dir.join("junit.xml"), junit::render(data, &report, &id))
+        std::fs::write(dir.join("junit.xml"), junit::render(data, report, &id))
     });
     if let Err(e) = written {
         eprintln!("error: write the gate's reports in {}: {e}", dir.display());

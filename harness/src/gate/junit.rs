@@ -128,10 +128,13 @@ fn suite(out: &mut String, s: &Suite, run: &RunData, id: &Identity) -> (usize, u
                 attr(&lines.join("; ")),
                 text(&lines.join("\n"))
             );
-        } else if status == "INCONCLUSIVE" || status == "NOT MEASURED" {
+        } else if matches!(status, "INCONCLUSIVE" | "NOT MEASURED" | "UNCONFIRMED") {
             skipped += 1;
             let why = match &f.relative {
                 Some(r) if status == "INCONCLUSIVE" => format!("INCONCLUSIVE: {}", r.why),
+                Some(_) if status == "UNCONFIRMED" => {
+                    "REGRESSED in one batch, not in the other: unconfirmed".to_string()
+                }
                 _ => "not measured in this run".to_string(),
             };
             let _ = writeln!(

@@ -85,6 +85,8 @@ pub struct FigureGate {
     /// `None` when there is no baseline to compare with (`why_no_relative` says why).
     pub relative: Option<Relative>,
     pub why_no_relative: String,
+    /// REGRESSED in this batch but not in the one it confirms (or is confirmed by): a warning.
+    pub unconfirmed: bool,
 }
 
 impl FigureGate {
@@ -97,7 +99,7 @@ impl FigureGate {
             .map(|f| format!("{} {f}", self.key))
             .collect();
         if let (Some(r), Some(m)) = (&self.relative, self.median_us) {
-            if r.verdict == Verdict::Regressed {
+            if r.verdict == Verdict::Regressed && !self.unconfirmed {
                 lines.push(format!(
                     "{} p50 {} vs {}, ratio {} {}, p = {}",
                     self.key,
@@ -121,6 +123,7 @@ impl FigureGate {
             "FAIL"
         } else {
             match self.relative.as_ref().map(|r| r.verdict) {
+                Some(Verdict::Regressed) if self.unconfirmed => "UNCONFIRMED",
                 Some(Verdict::Regressed) => "REGRESSED",
                 Some(Verdict::Same) => "SAME",
                 Some(Verdict::Inconclusive) => "INCONCLUSIVE",
@@ -165,6 +168,19 @@ impl GateReport {
         lines
     }
 
+    /// Figures that fail only by the relative test (their budgets hold), if nothing else fails:
+    /// what a confirming batch is run for.
+    pub fn only_regressed(&self) -> Option<Vec<String>> {
+        let budget_ok = self.figures.iter().all(|f| f.budget.failures.is_empty());
+        let keys: Vec<String> = self
+            .figures
+            .iter()
+            .filter(|f| f.status() == "REGRESSED")
+            .map(|f| f.key.clone())
+            .collect();
+        (self.correctness.is_empty() && budget_ok && !keys.is_empty()).then_some(keys)
+    }
+
     /// Whether any gated figure's relative verdict is INCONCLUSIVE.
     pub fn inconclusive(&self) -> bool {
         self.figures.iter().any(|f| f.status() == "INCONCLUSIVE")
@@ -176,6 +192,10 @@ impl GateReport {
             .iter()
             .filter_map(|f| match (&f.relative, f.status()) {
                 (Some(r), "INCONCLUSIVE") => Some(format!("{} INCONCLUSIVE: {}", f.key, r.why)),
+                (Some(_), "UNCONFIRMED") => Some(format!(
+                    "{} REGRESSED in one batch, not in the other: unconfirmed, not a failure",
+                    f.key
+                )),
                 _ => None,
             })
             .collect()
@@ -337,6 +357,7 @@ fn figure(
         },
         relative,
         why_no_relative,
+        unconfirmed: false,
     }
 }
 
