@@ -35,6 +35,9 @@ pub struct Cli {
 enum Command {
     /// Rebuild results.md, CSVs and summary.json of a run directory from its run.json.
     Report { dir: PathBuf },
+    /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
+    /// stored baseline samples; exit 3 with one line per failing figure.
+    Gate(Box<crate::gate::cli::GateArgs>),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -79,6 +82,9 @@ pub struct RunArgs {
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
+    #[arg(long, value_name = "FILE")]
+    pub gate: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +110,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(Command::Gate(args)) = &cli.command {
+        return ExitCode::from(crate::gate::cli::main(args, &project_root()));
+    }
     if let Some(Command::Report { dir }) = cli.command {
         return match report::regenerate(&dir) {
             Ok(data) => {
@@ -210,6 +219,14 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let gate = match args.gate.as_deref().map(crate::gate::config::Gate::load) {
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+        Some(Ok(g)) => Some(g),
+        None => None,
+    };
     let plan = match phase::plan(&phases, &args.phases, args.repeat) {
         Ok(p) => p,
         Err(e) => {
@@ -217,8 +234,30 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    match execute(&args, backend_kind, seed, &out, spec, &phases, &plan).await {
-        Ok((data, dir)) => finish(&args, &data, &dir, &out),
+    match execute(
+        &args,
+        backend_kind,
+        seed,
+        &out,
+        spec.clone(),
+        &phases,
+        &plan,
+    )
+    .await
+    {
+        Ok((data, dir)) => {
+            let code = finish(&args, &data, &dir, &out);
+            let Some(gate) = gate else { return code };
+            if code == exit::INTERRUPTED {
+                return code;
+            }
+            // The gate's one extra batch, if it needs one: the same plan with the next seed.
+            let again = || {
+                let seed = seed.wrapping_add(1);
+                execute(&args, backend_kind, seed, &out, spec, &phases, &plan)
+            };
+            crate::gate::drive::drive(data, dir, &gate, &root, &out, again).await
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::HARNESS_ERROR
@@ -238,6 +277,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     );
     if args.drain_quiet_ms != DRAIN_QUIET.as_millis() as u64 {
         cmd += &format!(" --drain-quiet-ms {}", args.drain_quiet_ms);
+    }
+    if let Some(gate) = &args.gate {
+        cmd += &format!(" --gate {}", gate.display());
     }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
@@ -413,7 +455,7 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
 }
 
 /// Copy the run directory's report files (not node data) to `latest`.
-fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
+pub(crate) fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
     if latest.exists() {
         std::fs::remove_dir_all(latest)?;
     }

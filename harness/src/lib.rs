@@ -12,6 +12,7 @@ pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod figure;
+pub mod gate;
 pub mod history;
 pub mod phase;
 pub mod poll;
