@@ -66,6 +66,9 @@ struct CoordinatorArgs {
     /// Heartbeat interval workers are told to use.
     #[arg(long, default_value_t = 1000)]
     heartbeat_interval_ms: u64,
+    /// A worker's lease (default: ping-dead + heartbeat interval); must be less than the grace.
+    #[arg(long)]
+    lease_ms: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,6 +162,12 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             ping_dead: Duration::from_millis(args.ping_dead_ms),
             rest_timeout: Duration::from_millis(args.rest_heartbeat_timeout_ms),
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            lease: args.lease_ms.map(Duration::from_millis).unwrap_or_else(|| {
+                coordinator::DetectorConfig::default_lease(
+                    Duration::from_millis(args.ping_dead_ms),
+                    Duration::from_millis(args.heartbeat_interval_ms),
+                )
+            }),
         },
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -8,13 +8,16 @@ use common::Cluster;
 use serde_json::{json, Value};
 
 /// Short grace so the tests stay fast; timings are the harness's job, not these tests'.
+/// The lease inequalities hold: lease (ping-dead + heartbeat = 400 ms) < grace.
 const FAST_DETECTION: &[&str] = &[
     "--grace-ms",
-    "300",
+    "1000",
     "--ping-interval-ms",
-    "200",
+    "100",
     "--ping-dead-ms",
-    "600",
+    "300",
+    "--heartbeat-interval-ms",
+    "100",
 ];
 
 fn seed_source(n: u32) -> String {

@@ -320,6 +320,23 @@ impl RunningPipeline {
         }
     }
 
+    /// Stop by `deadline` at the latest: a clean stop (in-flight inputs finish, DISCONNECT)
+    /// while there is time, then the connections are dropped as in [`Self::abort`]. Never
+    /// reconnects: a fenced owner must not take the session back from the next one.
+    pub async fn stop_by(mut self, deadline: Instant) {
+        if let Some(stop) = self.stop_tx.take() {
+            let _ = stop.send(());
+        }
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(pipeline = %self.pipeline_id, "not stopped by its deadline; dropping the connection");
+            self.shared.killed.store(true, Ordering::SeqCst);
+            task.abort();
+        }
+    }
+
     /// Like a crash: drop the connections with no DISCONNECT and no draining. The broker keeps
     /// the session and re-sends every unacked input to the next owner.
     pub fn abort(mut self) {
