@@ -24,6 +24,8 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     broker: Option<(Child, u16)>,
     workers: std::collections::BTreeMap<String, Child>,
+    /// Worker id → its API port.
+    worker_ports: std::collections::BTreeMap<String, u16>,
     pub extra_args: Vec<String>,
     http: reqwest::Client,
 }
@@ -47,6 +49,7 @@ impl Cluster {
             children: vec![None, None, None],
             broker: None,
             workers: Default::default(),
+            worker_ports: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -234,6 +237,38 @@ impl Cluster {
         .collect();
         let child = self.spawn_logged(id, &args);
         self.workers.insert(id.to_string(), child);
+        self.worker_ports.insert(id.to_string(), port);
+    }
+
+    /// A worker's own `/health` (its running pipelines, its link, its lease).
+    pub async fn worker_health(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        let port = self.worker_ports[id];
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// SIGSTOP coordinator `id` (its sockets stay open, it answers nothing).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT coordinator `id`.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: nix::sys::signal::Signal) {
+        let child = self.children[id as usize - 1]
+            .as_ref()
+            .unwrap_or_else(|| panic!("coordinator-{id} is not running"));
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal} coordinator-{id}: {e}"));
     }
 
     /// SIGKILL a worker and reap it.
@@ -324,6 +359,11 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         for child in self.children.iter_mut().flatten() {
+            // A paused child still dies of SIGKILL; SIGCONT first so nothing lingers stopped.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
