@@ -103,6 +103,14 @@ const FORBIDDEN_CLIENT_ID_CHARS: &str = "+$#/:";
 /// wipe the session).
 const OUTPUT_CLIENT_ID_SUFFIX: &str = ":out";
 
+/// Whether an output's PUBLISH fits in [`MAX_PACKET_SIZE`]: fixed header (1 + up to 4 length
+/// bytes), topic (2 + its length), packet id (2), payload. One that does not would fail the
+/// output connection, and its input would come back and fail it again, forever: such an input is
+/// rejected (and acked) instead.
+fn fits_in_a_packet(output: &vpl::Output) -> bool {
+    1 + 4 + 2 + output.topic.len() + 2 + output.payload.len() <= MAX_PACKET_SIZE
+}
+
 /// What to run and where.
 #[derive(Debug, Clone)]
 pub struct PipelineSpec {
@@ -811,7 +819,22 @@ impl Worker {
             return;
         }
         let seq = g.first_seq + g.inputs.len() as u64;
-        let outcome = self.program.process(&publish.topic, &publish.payload);
+        let outcome = self
+            .program
+            .process(&publish.topic, &publish.payload)
+            .map_err(|r| r.to_string())
+            .and_then(|outputs| match outputs.iter().find(|o| !fits_in_a_packet(o)) {
+                Some(o) => {
+                    let why = format!(
+                        "an output of {} bytes on '{}' exceeds the broker's maximum packet ({MAX_PACKET_SIZE} bytes)",
+                        o.payload.len(),
+                        o.topic
+                    );
+                    tracing::warn!("input rejected: {why}");
+                    Err(why)
+                }
+                None => Ok(outputs),
+            });
         let (verdict, pending_outputs) = match outcome {
             Ok(outputs) => {
                 let count = outputs.len();
