@@ -540,4 +540,64 @@ mod tests {
             .read(|a| (a.last_applied, a.state.next_migration_id));
         assert_eq!((last, migrations), (Some(log_id(2, 10)), 7));
     }
+
+    fn entry(
+        term: u64,
+        index: u64,
+        proposed_in: u64,
+        command: super::super::Command,
+    ) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(super::super::Proposal {
+                term: proposed_in,
+                command,
+            }),
+        }
+    }
+
+    /// A verdict a leader decided in term 2, committed in term 3 (forwarded to the next leader
+    /// after it lost its own term), changes nothing.
+    #[tokio::test]
+    async fn a_proposal_from_an_older_term_is_not_applied() {
+        use super::super::Command;
+        use crate::api::model::{Capacity, WorkerStatus};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_log, mut sm) = open(dir.path(), Arc::new(EventLog::new(1))).expect("open");
+        let register = Command::RegisterWorker {
+            worker_id: "w1".into(),
+            address: "http://w1".into(),
+            capacity: Capacity {
+                cpu_cores: 1,
+                pipelines_running: 0,
+                max_pipelines: 1,
+            },
+            at_ms: 1,
+        };
+        let verdict = Command::MarkWorkerUnhealthy {
+            worker_id: "w1".into(),
+            link_gen: None,
+            reason: "decided by a leader out of touch".into(),
+            at_ms: 2,
+        };
+        let results = sm
+            .apply(vec![
+                entry(2, 1, 2, register),
+                entry(3, 2, 2, verdict.clone()),
+            ])
+            .await
+            .expect("apply");
+        assert!(results[0].changed && !results[0].stale);
+        assert!(results[1].stale && !results[1].changed, "{:?}", results[1]);
+        let status = sm.shared().read(|a| a.state.workers["w1"].status);
+        assert_eq!(status, WorkerStatus::Ready);
+        let applied = sm
+            .apply(vec![entry(3, 3, 3, verdict)])
+            .await
+            .expect("apply");
+        assert!(
+            applied[0].changed,
+            "the same verdict decided in term 3 applies"
+        );
+    }
 }
