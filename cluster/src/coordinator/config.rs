@@ -46,6 +46,8 @@ pub enum ConfigError {
     },
     #[error("contradictory timings: {0} (see ARCHITECTURE.md, 'The worker lease')")]
     BadLease(String),
+    #[error("--peers differs between nodes: {0}; every node must be given the same --peers")]
+    PeersMismatch(String),
 }
 
 /// Parse `--peers`: either `ID=URL,ID=URL,...` or plain `URL,URL,...` (node ids 1, 2, 3 in order).

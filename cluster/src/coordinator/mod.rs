@@ -1,5 +1,6 @@
 //! A coordinator: one openraft node plus the HTTP API (REST, Raft RPCs, event log).
 
+mod bootstrap;
 mod config;
 mod detector;
 mod driver;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use tokio::net::TcpListener;
 
 pub use config::{parse_peers, ConfigError, CoordinatorConfig};
@@ -47,6 +48,10 @@ pub struct Coordinator {
     pub events: Arc<EventLog>,
     pub api_key: ApiKey,
     pub detector: DetectorConfig,
+    /// Every voter, from `--peers`.
+    pub peers: std::collections::BTreeMap<NodeId, String>,
+    /// A pristine node joining an existing cluster: it refuses votes until it caught up.
+    pub rejoining: std::sync::atomic::AtomicBool,
     links: detector::Links,
     /// When this node last knew itself in touch with a quorum.
     pub quorum: Arc<quorum::QuorumContact>,
@@ -82,22 +87,10 @@ pub async fn run(
         .await
         .context("start Raft")?;
 
-    // Any node can bootstrap: a pristine node proposes the full static membership. openraft
-    // documents that several nodes initializing with the same config is safe; a node that has
-    // any state (a restart) is already initialized and never does this again.
-    if !raft.is_initialized().await? {
-        let members: std::collections::BTreeMap<NodeId, BasicNode> = config
-            .peers
-            .iter()
-            .map(|(id, url)| (*id, BasicNode::new(url)))
-            .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!("initialized the cluster membership"),
-            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                tracing::info!("already initialized: {e}")
-            }
-            Err(e) => return Err(e).context("initialize Raft membership"),
-        }
+    let pristine = !raft.is_initialized().await?;
+    if !pristine {
+        let m = raft.metrics().borrow().clone();
+        bootstrap::check_stored_membership(&config, m.membership_config.membership())?;
     }
 
     let coordinator = Arc::new(Coordinator {
@@ -108,6 +101,8 @@ pub async fn run(
         events: events.clone(),
         api_key: ApiKey::new(config.api_key.clone()),
         detector: config.detector,
+        peers: config.peers.clone(),
+        rejoining: std::sync::atomic::AtomicBool::new(false),
         links: detector::Links::default(),
         quorum: Arc::new(quorum::QuorumContact::new(config.contact_window())),
         http: reqwest::Client::builder()
@@ -121,10 +116,25 @@ pub async fn run(
     tokio::spawn(coordinator.clone().sweep_loop());
     tokio::spawn(coordinator.clone().placement_loop());
 
+    // Bootstrap (or rejoin) in the background: the peers probe each other's HTTP API.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    if pristine {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.bootstrap().await {
+                let _ = failed_tx.send(e);
+            }
+        });
+    }
     tracing::info!(node_id = config.node_id, %local, "coordinator listening");
-    axum::serve(listener, routes::router(coordinator))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let serve = axum::serve(listener, routes::router(coordinator)).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        served = serve => served?,
+        Ok(e) = failed_rx => {
+            raft.shutdown().await.ok();
+            return Err(e);
+        }
+    }
     raft.shutdown().await.ok();
     Ok(())
 }

@@ -36,6 +36,7 @@ pub fn router(coordinator: Shared) -> Router {
         .route(PATH_SNAPSHOT, post(raft_snapshot))
         .route(PATH_FORWARD, post(raft_forward))
         .route(PATH_ALIVE, post(raft_alive))
+        .route(super::bootstrap::PATH_PEERS, get(raft_peers))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .route_layer(middleware::from_fn_with_state(
             coordinator.clone(),
@@ -183,11 +184,21 @@ async fn raft_append(
     Json(response)
 }
 
-async fn raft_vote(
-    State(c): State<Shared>,
-    ApiJson(rpc): ApiJson<VoteRequest<u64>>,
-) -> impl IntoResponse {
-    Json(c.raft.vote(rpc).await)
+async fn raft_vote(State(c): State<Shared>, ApiJson(rpc): ApiJson<VoteRequest<u64>>) -> Response {
+    if c.rejoining.load(std::sync::atomic::Ordering::SeqCst) {
+        // An empty log must not elect anyone: the candidate may lack committed entries.
+        return AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rejoining",
+            "this node started with an empty data dir in an existing cluster: it votes once it holds the leader's log",
+        )
+        .into_response();
+    }
+    Json(c.raft.vote(rpc).await).into_response()
+}
+
+async fn raft_peers(State(c): State<Shared>) -> Json<super::bootstrap::PeerFacts> {
+    Json(c.peer_facts())
 }
 
 async fn raft_snapshot(

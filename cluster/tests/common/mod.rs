@@ -74,6 +74,30 @@ impl Cluster {
     }
 
     pub fn start(&mut self, id: u64) {
+        let peers = self.peers();
+        self.start_with_peers(id, &peers);
+    }
+
+    /// Wait (bounded) for one of the coordinators `ids` to exit on its own: (id, exit code).
+    pub fn wait_any_exit(&mut self, ids: &[u64], why: &str) -> (u64, Option<i32>) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            for &id in ids {
+                let slot = &mut self.children[id as usize - 1];
+                let Some(child) = slot.as_mut() else { continue };
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    *slot = None;
+                    return (id, status.code());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dump_logs();
+        panic!("none of coordinators {ids:?} exited within {WAIT:?}: {why}");
+    }
+
+    /// Start coordinator `id` with the given `--peers` (normally [`Cluster::peers`]).
+    pub fn start_with_peers(&mut self, id: u64, peers: &str) {
         assert!(
             self.children[id as usize - 1].is_none(),
             "coordinator-{id} already running"
@@ -91,7 +115,7 @@ impl Cluster {
                 "--listen",
                 &format!("127.0.0.1:{}", self.ports[id as usize - 1]),
                 "--peers",
-                &self.peers(),
+                peers,
                 "--data-dir",
                 &self
                     .dir
