@@ -297,3 +297,58 @@ async fn t40_a_write_to_a_leader_without_its_quorum_fails_within_the_budget() {
         "{body}"
     );
 }
+
+/// A worker's link moves while the cluster elects a new leader, and the election takes longer
+/// than the grace: the old holder's verdict (decided before the election) must not beat the new
+/// holder's `WorkerLinked` and mark a live worker unhealthy.
+#[tokio::test]
+async fn t50_a_link_moving_during_an_election_is_not_a_failure() {
+    // Elections take leader lease 2 s + 1-2 s > grace 1.5 s. Lease inequality: contact window
+    // 3 s + lease 400 ms < grace + ping-dead + 2 alive reports = 3.8 s.
+    let mut c = Cluster::new(&[
+        "--grace-ms",
+        "1500",
+        "--ping-interval-ms",
+        "100",
+        "--ping-dead-ms",
+        "300",
+        "--heartbeat-interval-ms",
+        "100",
+    ]);
+    c.raft = (100, 1000, 2000);
+    let (leader, f1, f2) = start(
+        &mut c,
+        &[|l, f1, f2| vec![f1, f2, l], |l, f1, f2| vec![f2, f1, l]],
+    )
+    .await;
+    let links = |v: &Value| v["ws_connections"].as_u64();
+    let before = c.wait_for(f1, "/health", "f1 holds w1's link", links).await;
+    // The election starts; w1 freezes long enough for f1's ping deadline to close its link.
+    c.pause(leader);
+    c.pause_worker("w1", true);
+    c.wait_for(f1, "/health", "f1 closed w1's link (ping deadline)", |v| {
+        (links(v)? < before).then_some(())
+    })
+    .await;
+    c.pause_worker("w1", false);
+    let (new_leader, _) = c
+        .await_leader(&[f1, f2], "with the old leader frozen")
+        .await;
+    c.wait_for(
+        new_leader,
+        "/api/v1/cluster/workers/w1",
+        "w1 linked to f2",
+        |v| (v["link_coordinator"].as_u64()? == f2).then_some(()),
+    )
+    .await;
+    nothing_moves(
+        &c,
+        &[f1, f2],
+        GRACE_WINDOW,
+        2,
+        "link moved during the election",
+    )
+    .await;
+    c.resume(leader);
+    await_running(&c, "w1", &["g/p1"], "w1 runs p1 once its lease is renewed").await;
+}

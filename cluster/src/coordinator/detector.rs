@@ -166,7 +166,7 @@ impl Coordinator {
     pub fn link_lost(self: &Arc<Self>, worker_id: String, link_gen: Option<u64>, reason: String) {
         let c = self.clone();
         tokio::spawn(async move {
-            c.grace_in_touch().await;
+            let term = c.grace_in_touch().await;
             if c.links.holds(&worker_id) {
                 return;
             }
@@ -188,30 +188,35 @@ impl Coordinator {
                 ),
                 at_ms: crate::events::now_ms(),
             };
-            let term = c.raft.metrics().borrow().current_term;
             if let Err(e) = c.decide(term, command).await {
                 tracing::warn!(%worker_id, "could not commit unhealthy: {}", e.body.error);
             }
         });
     }
 
-    /// Sleep for the grace period counted only while this node is in touch with a quorum: if it
-    /// loses touch (an election, a pause), the count starts again once it is back, so a worker's
-    /// new link holder gets the whole grace with a leader to commit its `WorkerLinked` first.
-    async fn grace_in_touch(&self) {
+    /// Sleep for the grace period counted within one term while this node is in touch with a
+    /// quorum; returns that term, the one the verdict is decided in. If this node loses touch
+    /// (an election, a pause) or the term changes, the count starts again: a worker's new link
+    /// holder then gets the whole grace with a leader to commit its `WorkerLinked` first, and a
+    /// verdict decided before an election is a no-op after it.
+    async fn grace_in_touch(&self) -> u64 {
         let step = (self.detector.grace / 10).max(Duration::from_millis(10));
+        let term_now = || self.raft.metrics().borrow().current_term;
+        let mut term = term_now();
         let mut counted = Duration::ZERO;
         let mut last = Instant::now();
         while counted < self.detector.grace {
             tokio::time::sleep(step.min(self.detector.grace - counted)).await;
             let now = Instant::now();
-            if self.quorum.in_touch() {
+            let t = term_now();
+            if self.quorum.in_touch() && t == term {
                 counted += now - last;
             } else {
-                counted = Duration::ZERO;
+                (counted, term) = (Duration::ZERO, t);
             }
             last = now;
         }
+        term
     }
 
     /// Every coordinator: report held links (and REST-seen workers) to the leader.

@@ -27,6 +27,8 @@ pub struct Cluster {
     /// Worker id → its API port.
     worker_ports: std::collections::BTreeMap<String, u16>,
     pub extra_args: Vec<String>,
+    /// Raft timings: heartbeat, election min, election max (ms).
+    pub raft: (u64, u64, u64),
     http: reqwest::Client,
 }
 
@@ -51,6 +53,7 @@ impl Cluster {
             workers: Default::default(),
             worker_ports: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            raft: (HEARTBEAT_MS, ELECTION_MIN_MS, ELECTION_MAX_MS),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -124,11 +127,11 @@ impl Cluster {
                     .display()
                     .to_string(),
                 "--heartbeat-ms",
-                &HEARTBEAT_MS.to_string(),
+                &self.raft.0.to_string(),
                 "--election-min-ms",
-                &ELECTION_MIN_MS.to_string(),
+                &self.raft.1.to_string(),
                 "--election-max-ms",
-                &ELECTION_MAX_MS.to_string(),
+                &self.raft.2.to_string(),
                 "--api-key",
                 API_KEY,
             ])
@@ -276,6 +279,22 @@ impl Cluster {
             .await?)
     }
 
+    /// SIGSTOP (or SIGCONT, `pause = false`) worker `id`.
+    pub fn pause_worker(&self, id: &str, pause: bool) {
+        use nix::sys::signal::Signal;
+        let child = self
+            .workers
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not running"));
+        let signal = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} {id}: {e}"));
+    }
+
     /// SIGSTOP coordinator `id` (its sockets stay open, it answers nothing).
     pub fn pause(&self, id: u64) {
         self.signal(id, nix::sys::signal::Signal::SIGSTOP);
@@ -379,6 +398,10 @@ impl Drop for Cluster {
             .map(|(c, _)| c)
             .chain(self.workers.values_mut());
         for child in extra {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
