@@ -241,6 +241,11 @@ impl Cluster {
         port
     }
 
+    /// The broker's MQTT port.
+    pub fn broker_port(&self) -> u16 {
+        self.broker.as_ref().expect("broker started").1
+    }
+
     /// Start a worker whose link goes to `coordinators` in that order (home first).
     pub fn start_worker(&mut self, id: &str, coordinators: &[u64]) {
         let broker = self.broker.as_ref().expect("start the broker first").1;
