@@ -306,3 +306,51 @@ async fn t60_a_node_with_other_peers_refuses_to_start() {
     let log = std::fs::read_to_string(c.log_path(id)).expect("log");
     assert!(log.contains("--peers differs between nodes"), "{log}");
 }
+
+/// A follower whose data dir was wiped restarts: it rejoins as a caught-up follower, and the
+/// leader keeps serving writes (openraft 0.9 panics the leader's Raft core when a follower's log
+/// goes backwards, unless built with `loosen-follower-log-revert`).
+#[tokio::test]
+async fn t55_a_wiped_follower_rejoins_and_the_leader_keeps_serving() {
+    use std::time::{Duration, Instant};
+    let mut c = Cluster::new(&[]);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let (leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
+    let victim = (1..=3).find(|&id| id != leader).expect("a follower");
+    for i in 0..3 {
+        assert!(put_connector(&c, leader, i).await.is_success());
+    }
+    c.kill(victim);
+    std::fs::remove_dir_all(c.data_dir(victim)).expect("wipe the follower's data dir");
+    c.start(victim);
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let (l, v) = (c.metrics(leader).await, c.metrics(victim).await);
+        if let (Ok(l), Ok(v)) = (&l, &v) {
+            if v.state == RaftRole::Follower && v.last_log_index >= l.last_log_index {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped follower never caught up: leader {l:?}, it {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = put_connector(&c, leader, 9).await;
+    assert!(
+        status.is_success(),
+        "the leader no longer commits writes: {status}"
+    );
+    let deadline = Instant::now() + common::WAIT;
+    while connectors(&c, victim).await.total != 4 {
+        let seen = connectors(&c, victim).await;
+        assert!(
+            Instant::now() < deadline,
+            "the rejoined follower lacks entries: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -418,6 +418,15 @@ impl<B: Backend> Runner<B> {
                 }
                 Ok(format!("{node} restarted and answering"))
             }
+            Step::Wipe(a) => {
+                let node = self.resolve(&a.target, trial).await?.node;
+                let at = self.backend.wipe(node).await?;
+                if let Some(name) = &a.mark {
+                    let how = format!("{node} data dir deleted");
+                    trial.marks.insert(name.clone(), Mark { at_us: at, how });
+                }
+                Ok(format!("{node}: data dir deleted"))
+            }
             Step::AwaitRole(a) => {
                 let node = self.resolve(&a.target, trial).await?.node;
                 let timeout = a

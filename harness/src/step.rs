@@ -32,6 +32,8 @@ pub enum Step {
     Heal(FaultArgs),
     /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
     Restart(RestartArgs),
+    /// Delete a stopped coordinator's data dir (Raft log, vote, snapshots): a lost disk.
+    Wipe(FaultArgs),
     /// Wait until a coordinator reports the given Raft role (and knows a leader).
     AwaitRole(AwaitRoleArgs),
     /// Fail unless the leader bound as `to` differs from `from` and was elected in a higher term.
@@ -391,6 +393,7 @@ enum Action {
     Partition,
     Heal,
     Restart,
+    Wipe,
     AwaitRole,
     AssertLeaderChanged,
     Measure,
@@ -448,6 +451,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::Partition => Step::Partition(Deserialize::deserialize(rest)?),
             Action::Heal => Step::Heal(Deserialize::deserialize(rest)?),
             Action::Restart => Step::Restart(Deserialize::deserialize(rest)?),
+            Action::Wipe => Step::Wipe(Deserialize::deserialize(rest)?),
             Action::AwaitRole => Step::AwaitRole(Deserialize::deserialize(rest)?),
             Action::AssertLeaderChanged => {
                 Step::AssertLeaderChanged(Deserialize::deserialize(rest)?)
@@ -485,6 +489,7 @@ impl Step {
             Step::Partition(_) => "partition",
             Step::Heal(_) => "heal",
             Step::Restart(_) => "restart",
+            Step::Wipe(_) => "wipe",
             Step::AwaitRole(_) => "await_role",
             Step::AssertLeaderChanged(_) => "assert_leader_changed",
             Step::Measure(_) => "measure",
@@ -533,6 +538,7 @@ impl Step {
             Step::Pause(_) | Step::Resume(_) => Some(Fault::Pause),
             Step::Partition(_) | Step::Heal(_) => Some(Fault::Partition),
             Step::Restart(_) => Some(Fault::Restart),
+            Step::Wipe(_) => Some(Fault::Wipe),
             _ => None,
         }
     }
@@ -546,7 +552,8 @@ impl Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => vec![&a.target],
+            | Step::Heal(a)
+            | Step::Wipe(a) => vec![&a.target],
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
@@ -596,7 +603,8 @@ impl Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => a.mark.as_deref(),
+            | Step::Heal(a)
+            | Step::Wipe(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
             Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
@@ -619,7 +627,8 @@ impl fmt::Display for Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => {
+            | Step::Heal(a)
+            | Step::Wipe(a) => {
                 write!(f, " {}", a.target)
             }
             Step::Restart(a) => write!(f, " {}", a.target),
@@ -652,6 +661,8 @@ pub enum Fault {
     Pause,
     Restart,
     Partition,
+    /// Delete a stopped node's data dir.
+    Wipe,
 }
 
 impl fmt::Display for Fault {
@@ -662,6 +673,7 @@ impl fmt::Display for Fault {
             Fault::Pause => "pause",
             Fault::Restart => "restart",
             Fault::Partition => "partition",
+            Fault::Wipe => "wipe",
         })
     }
 }
@@ -699,5 +711,14 @@ mod tests {
             let err = s.parse::<Target>().unwrap_err();
             assert!(err.contains(why), "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn wipe_parses_as_a_fault_step() {
+        let step: Step = toml::from_str("do = \"wipe\"\ntarget = \"@victim\"\nmark = \"wiped\"")
+            .expect("a wipe step");
+        assert_eq!(step.fault(), Some(Fault::Wipe));
+        assert_eq!(step.marks(), Some("wiped"));
+        assert_eq!(step.to_string(), "wipe @victim");
     }
 }
