@@ -15,6 +15,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod step;
+pub mod steps_extra;
 pub mod traffic;
 
 /// Exit codes: each failure cause has its own.

@@ -138,6 +138,10 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         for target in step.targets() {
             check_target(target, caps, &bound).map_err(&fail)?;
         }
+        if let Step::MeasureGap(g) = &step {
+            crate::steps_extra::check_gap(g, &marks).map_err(&fail)?;
+            timings.insert(g.name.clone());
+        }
         if let Step::Measure(m) = &step {
             if !is_name(&m.name) || !m.name.ends_with("_ms") {
                 return Err(fail(format!(

@@ -418,6 +418,35 @@ impl<B: Backend> Runner<B> {
                 }
                 Ok(format!("{node} restarted and answering"))
             }
+            Step::MeasureGap(a) => {
+                let mark = |name: &str| {
+                    trial
+                        .marks
+                        .get(name)
+                        .map(|m| m.at_us)
+                        .with_context(|| format!("mark '{name}' was not recorded"))
+                };
+                let (from, to) = (mark(&a.from)?, mark(&a.to)?);
+                let window = trial.window.clone().unwrap_or(0..0);
+                let arrivals = {
+                    let ledger = self.rig()?.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    ledger.first_arrivals(window, &a.pipeline)
+                };
+                let (gap_us, at_us) = crate::steps_extra::longest_gap(&arrivals, from, to);
+                let how = format!(
+                    "{} silent from {} ms after {} ({} deliveries in the window)",
+                    a.pipeline,
+                    at_us.saturating_sub(from) / 1000,
+                    a.from,
+                    arrivals.len()
+                );
+                trial.samples.push(Sample {
+                    name: a.name.clone(),
+                    value_us: gap_us,
+                    how: how.clone(),
+                });
+                Ok(format!("{} = {} ms: {how}", a.name, gap_us / 1000))
+            }
             Step::Wipe(a) => {
                 let node = self.resolve(&a.target, trial).await?.node;
                 let at = self.backend.wipe(node).await?;

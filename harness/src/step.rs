@@ -40,6 +40,8 @@ pub enum Step {
     AssertLeaderChanged(LeaderChangedArgs),
     /// Record the interval between two marks as a named timing sample.
     Measure(MeasureArgs),
+    /// Record the longest stretch between two marks in which a pipeline delivered nothing.
+    MeasureGap(MeasureGapArgs),
     /// Resolve a target now and remember it (`worker-hosting:p` before killing it).
     Bind(BindArgs),
     /// Register the MQTT connector and deploy a group of seed pipelines; wait until all run.
@@ -71,6 +73,17 @@ pub enum Step {
     AssertWorkersReady(AssertWorkersReadyArgs),
     /// Fail unless exactly this many pipelines are deployed, each running on a ready worker.
     AssertTopology(AssertTopologyArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureGapArgs {
+    /// Timing name (ends in `_ms`).
+    pub name: String,
+    /// Seed pipeline name, e.g. `sensor_filter_1`.
+    pub pipeline: String,
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -397,6 +410,7 @@ enum Action {
     AwaitRole,
     AssertLeaderChanged,
     Measure,
+    MeasureGap,
     Bind,
     Deploy,
     Publish,
@@ -457,6 +471,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                 Step::AssertLeaderChanged(Deserialize::deserialize(rest)?)
             }
             Action::Measure => Step::Measure(Deserialize::deserialize(rest)?),
+            Action::MeasureGap => Step::MeasureGap(Deserialize::deserialize(rest)?),
             Action::Bind => Step::Bind(Deserialize::deserialize(rest)?),
             Action::Deploy => Step::Deploy(Deserialize::deserialize(rest)?),
             Action::Publish => Step::Publish(Deserialize::deserialize(rest)?),
@@ -493,6 +508,7 @@ impl Step {
             Step::AwaitRole(_) => "await_role",
             Step::AssertLeaderChanged(_) => "assert_leader_changed",
             Step::Measure(_) => "measure",
+            Step::MeasureGap(_) => "measure_gap",
             Step::Bind(_) => "bind",
             Step::Deploy(_) => "deploy",
             Step::Publish(_) => "publish",
@@ -565,6 +581,7 @@ impl Step {
             Step::AwaitHealthy(a) => a.targets.iter().collect(),
             Step::StartCluster(_)
             | Step::Measure(_)
+            | Step::MeasureGap(_)
             | Step::Publish(_)
             | Step::TrafficStart(_)
             | Step::TrafficStop(_)
@@ -635,6 +652,11 @@ impl fmt::Display for Step {
             Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
             Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
             Step::Measure(a) => write!(f, " {} = {} -> {}", a.name, a.from, a.to),
+            Step::MeasureGap(a) => write!(
+                f,
+                " {} = {} silent, {} -> {}",
+                a.name, a.pipeline, a.from, a.to
+            ),
             Step::Bind(a) => write!(f, " {} as @{}", a.target, a.bind),
             Step::Deploy(a) => write!(f, " {} [{}]", a.group, a.pipelines.join(", ")),
             Step::Publish(a) => write!(f, " {}", a.count),

@@ -260,6 +260,15 @@ impl Ledger {
         counts
     }
 
+    /// First-arrival times of the delivered expected seqs of `window` handled by `pipeline`.
+    pub fn first_arrivals(&self, window: Range<u64>, pipeline: &str) -> Vec<u64> {
+        self.entries
+            .range(window)
+            .filter(|(&seq, entry)| Self::is_expected(seq, entry) && pipeline_of(seq) == pipeline)
+            .filter_map(|(_, entry)| entry.first_delivered_at_us)
+            .collect()
+    }
+
     /// How many expected seqs of `window` were delivered, of how many: `(delivered, expected)`.
     /// Cheaper than [`Ledger::counts`], for waits that ask often.
     pub fn progress(&self, window: Range<u64>) -> (u64, u64) {
