@@ -54,7 +54,10 @@ fn placement(v: &Value, pipeline: &str) -> Option<(String, u64, String)> {
 
 /// Start everything; `homes[i]` is the link order of worker `w{i+1}` given (leader, f1, f2).
 /// Deploys p{i+1} on w{i+1} and waits until each runs at epoch 1. Returns (leader, f1, f2).
-async fn start(c: &mut Cluster, homes: &[fn(u64, u64, u64) -> Vec<u64>]) -> (u64, u64, u64) {
+/// A worker's link order, given (leader, f1, f2).
+type Homes = fn(u64, u64, u64) -> Vec<u64>;
+
+async fn start(c: &mut Cluster, homes: &[Homes]) -> (u64, u64, u64) {
     c.start_broker();
     for id in 1..=3 {
         c.start(id);

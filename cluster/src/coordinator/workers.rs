@@ -353,7 +353,7 @@ impl Coordinator {
     pub fn lease_grant(&self) -> Option<u64> {
         self.quorum
             .in_touch()
-            .then(|| self.detector.lease.as_millis() as u64)
+            .then_some(self.detector.lease.as_millis() as u64)
     }
 
     /// True when `worker_id` is registered here, waiting (bounded) for this node to apply a

@@ -323,6 +323,7 @@ impl StateMachineStore {
     }
 
     /// The first half of a snapshot build: the applied state, serialized, with its meta.
+    #[allow(clippy::result_large_err)] // openraft's own error type, as its trait methods return
     fn capture(&self) -> Result<StoredSnapshot, StoreError> {
         let applied = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let data = serde_json::to_vec(&applied.state)
@@ -340,6 +341,7 @@ impl StateMachineStore {
     }
 
     /// The second half: persist what [`Self::capture`] took (unless a newer one is stored).
+    #[allow(clippy::result_large_err)] // openraft's own error type, as its trait methods return
     fn persist(&self, stored: StoredSnapshot) -> Result<Snapshot<TypeConfig>, StoreError> {
         self.save_snapshot(&stored).map_err(|e| {
             StorageIOError::write_snapshot(Some(stored.meta.signature()), &AnyErr(e))
