@@ -39,6 +39,14 @@ pub const PATH_ALIVE: &str = "/raft/alive";
 /// election typically completes within one election timeout.
 const FORWARD_RETRY_MS: u64 = 50;
 
+/// Why a forwarded write did not come back with a result.
+enum ForwardFailed {
+    /// The leader answered with an error: final.
+    Answer(AppError),
+    /// Transport error or leader change: retry.
+    Transport(String),
+}
+
 /// Shared state of one coordinator's handlers.
 pub struct Coordinator {
     pub node_id: NodeId,
@@ -224,29 +232,21 @@ impl Coordinator {
                     Err(_) => return Err(self.write_timeout(&command)),
                     Ok(Ok(response)) => Some(response.data),
                     Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                        match forward.leader_node {
-                            Some(leader) => {
-                                match self.forward(&leader.addr, &proposal, deadline).await {
-                                    Ok(Ok(result)) => {
-                                        // Read-your-writes: answer once this node applied it too.
-                                        let _ = self
-                                            .raft
-                                            .wait(Some(self.write_budget))
-                                            .applied_index_at_least(
-                                                Some(result.index),
-                                                "forwarded write",
-                                            )
-                                            .await;
-                                        Some(result)
-                                    }
-                                    Ok(Err(e)) => return Err(e),
-                                    Err(e) => {
-                                        last_error = format!("forward to {}: {e:#}", leader.addr);
+                        match (forward.leader_id, forward.leader_node) {
+                            (Some(id), Some(node)) => {
+                                match self
+                                    .forward_and_apply(id, &node.addr, &proposal, deadline)
+                                    .await
+                                {
+                                    Ok(result) => Some(result),
+                                    Err(ForwardFailed::Answer(e)) => return Err(e),
+                                    Err(ForwardFailed::Transport(e)) => {
+                                        last_error = e;
                                         None
                                     }
                                 }
                             }
-                            None => None,
+                            _ => None,
                         }
                     }
                     Ok(Err(e)) => return Err(AppError::internal(e)),
@@ -296,6 +296,49 @@ impl Coordinator {
                 )))
             }
             Ok(Err(e)) => Err(AppError::internal(e)),
+        }
+    }
+
+    /// Forward to the leader `leader_id`, given up as soon as this node sees another leader (a
+    /// frozen leader's socket still accepts: it must not hold a write for the whole budget while
+    /// the cluster elects a new one); then wait until this node applied the result too
+    /// (read-your-writes).
+    async fn forward_and_apply(
+        &self,
+        leader_id: NodeId,
+        leader_url: &str,
+        proposal: &Proposal,
+        deadline: tokio::time::Instant,
+    ) -> Result<CommandResult, ForwardFailed> {
+        let mut metrics = self.raft.metrics();
+        let replaced = async {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader.is_some_and(|l| l != leader_id) {
+                    return leader;
+                }
+                if metrics.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = self.forward(leader_url, proposal, deadline) => r,
+            new = replaced => Err(anyhow::anyhow!("leader {leader_id} replaced by {new:?}")),
+        };
+        match outcome {
+            Ok(Ok(result)) => {
+                let _ = self
+                    .raft
+                    .wait(Some(self.write_budget))
+                    .applied_index_at_least(Some(result.index), "forwarded write")
+                    .await;
+                Ok(result)
+            }
+            Ok(Err(answer)) => Err(ForwardFailed::Answer(answer)),
+            Err(e) => Err(ForwardFailed::Transport(format!(
+                "forward to {leader_url}: {e:#}"
+            ))),
         }
     }
 

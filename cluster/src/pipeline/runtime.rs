@@ -162,6 +162,10 @@ struct Shared {
     running: AtomicBool,
     /// Set by `abort`: the task stops at once, as if the process had died.
     killed: AtomicBool,
+    /// From this instant on, inputs are held (neither processed nor acked): the owner's lease
+    /// ends. Checked on every input, so a process resumed after its lease lapsed processes
+    /// nothing more, whatever its tasks run first.
+    fence_at: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -174,6 +178,11 @@ impl Shared {
 
     fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn fenced(&self) -> bool {
+        let at = *self.fence_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|at| Instant::now() >= at)
     }
 }
 
@@ -300,6 +309,16 @@ impl RunningPipeline {
     /// The last connection or subscription error, if any (it may since have recovered).
     pub fn last_error(&self) -> Option<String> {
         self.shared.last_error()
+    }
+
+    /// Hold every input that arrives from `at` on (its owner's lease then ends); moved later on
+    /// every renewal.
+    pub fn fence_at(&self, at: Instant) {
+        *self
+            .shared
+            .fence_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(at);
     }
 
     /// False once its event loop ended for good (stopped, aborted, or failed).
@@ -806,6 +825,12 @@ impl Worker {
     }
 
     fn on_input(&mut self, g: &mut Generation, publish: Publish) {
+        if !g.stopping && self.shared.fenced() {
+            // The lease ended: stop as if asked to (the worker restarts it once renewed).
+            tracing::warn!("owner's lease ended: holding inputs and stopping");
+            self.stop_requested = true;
+            g.begin_stop();
+        }
         if g.stopping {
             g.inputs.push_back(Input {
                 publish,

@@ -393,7 +393,13 @@ impl Worker {
 
     /// A lease renewal: after a lapse, converge again (pipelines stopped by the fence restart).
     fn renew(&self, sent_at: tokio::time::Instant, length: Duration) {
-        if self.lease.renew(sent_at, length) {
+        let revived = self.lease.renew(sent_at, length);
+        if let Some((begin, _)) = self.lease.fence_times() {
+            for r in self.lock().values() {
+                r.pipeline.fence_at(begin);
+            }
+        }
+        if revived {
             tracing::info!("lease renewed after a lapse: resuming assigned pipelines");
             self.desired.send_modify(|_| {});
         }
@@ -429,23 +435,19 @@ impl Worker {
         }
     }
 
-    /// Converge to the latest assignments whenever they change; retry failed starts.
+    /// Converge to the latest assignments whenever they change, and every [`START_RETRY`]
+    /// (failed starts, pipelines that stopped themselves when their lease ended).
     async fn reconcile_loop(self: Arc<Self>) {
         let mut rx = self.desired.subscribe();
-        let mut retry = false;
         loop {
-            if retry {
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = tokio::time::sleep(START_RETRY) => {}
-                }
-            } else if rx.changed().await.is_err() {
-                return;
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(START_RETRY) => {}
             }
             let Some(assignments) = rx.borrow_and_update().clone() else {
                 continue;
             };
-            retry = !self.reconcile(assignments).await;
+            self.reconcile(assignments).await;
         }
     }
 
@@ -516,6 +518,9 @@ impl Worker {
                             .map_or_else(tokio::time::Instant::now, |(_, e)| e);
                         pipeline.stop_by(end).await;
                         continue;
+                    }
+                    if let Some((begin, _)) = self.lease.fence_times() {
+                        pipeline.fence_at(begin);
                     }
                     tracing::info!(pipeline_id = %id, epoch = a.epoch, "pipeline running");
                     self.lock().insert(
