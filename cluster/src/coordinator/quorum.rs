@@ -30,10 +30,6 @@ impl QuorumContact {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     fn touch(&self, at: Instant) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|l| l < at) {

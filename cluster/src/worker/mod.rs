@@ -34,7 +34,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Re-registrations in a row before moving on to the next coordinator anyway.
 const MAX_REREGISTRATIONS: u32 = 3;
-/// Retry interval for a pipeline that failed to start (e.g. the broker is unreachable).
+/// Re-check interval of the reconciler: failed starts (e.g. the broker is unreachable) and
+/// pipelines that stopped themselves when their lease ended are started again.
 const START_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
@@ -451,10 +452,10 @@ impl Worker {
         }
     }
 
-    /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch), so a
-    /// pipeline's session is released before anyone else's copy takes it; then start the rest.
-    /// Returns false when a start failed.
-    async fn reconcile(&self, assignments: Vec<Assignment>) -> bool {
+    /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch, or of
+    /// another source), so a pipeline's session is released before anyone else's copy takes it;
+    /// then start the rest (a failed start is retried by the loop's next pass).
+    async fn reconcile(&self, assignments: Vec<Assignment>) {
         let desired: HashMap<String, Assignment> = assignments
             .into_iter()
             .map(|a| (a.pipeline_id.clone(), a))
@@ -480,7 +481,6 @@ impl Worker {
             tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
             r.pipeline.stop().await;
         }
-        let mut all_started = true;
         for (id, a) in desired {
             if self.lock().contains_key(&id) {
                 continue;
@@ -535,13 +535,11 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(pipeline_id = %id, "start failed: {e:#}");
-                    all_started = false;
                 }
             }
         }
         if changed {
             self.changed.notify_one();
         }
-        all_started
     }
 }
