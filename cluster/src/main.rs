@@ -63,9 +63,12 @@ struct CoordinatorArgs {
     /// A worker without a WebSocket and no REST heartbeat for this long is unhealthy.
     #[arg(long, default_value_t = 10000)]
     rest_heartbeat_timeout_ms: u64,
-    /// Heartbeat interval workers are told to use.
-    #[arg(long, default_value_t = 1000)]
-    heartbeat_interval_ms: u64,
+    /// Heartbeat interval workers are told to use (default: a third of --ping-dead-ms).
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    /// A worker's lease (default: ping-dead + heartbeat interval); must be less than the grace.
+    #[arg(long)]
+    lease_ms: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
 }
 
 async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let heartbeat_interval_ms = args.heartbeat_interval_ms.unwrap_or(args.ping_dead_ms / 3);
     let config = CoordinatorConfig {
         node_id: args.node_id,
         peers: coordinator::parse_peers(&args.peers)?,
@@ -158,7 +162,13 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             ping_interval: Duration::from_millis(args.ping_interval_ms),
             ping_dead: Duration::from_millis(args.ping_dead_ms),
             rest_timeout: Duration::from_millis(args.rest_heartbeat_timeout_ms),
-            heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+            lease: args.lease_ms.map(Duration::from_millis).unwrap_or_else(|| {
+                coordinator::DetectorConfig::default_lease(
+                    Duration::from_millis(args.ping_dead_ms),
+                    Duration::from_millis(heartbeat_interval_ms),
+                )
+            }),
         },
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)

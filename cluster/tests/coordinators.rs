@@ -3,7 +3,7 @@
 
 mod common;
 
-use cluster::api::model::{ApiError, ConnectorList};
+use cluster::api::model::{ApiError, ConnectorList, RaftRole};
 use common::{Cluster, API_KEY};
 use serde_json::json;
 
@@ -229,4 +229,128 @@ fn t40_peer_list_without_self_is_refused() {
         stderr.contains("does not contain this node (--node-id 4)"),
         "{stderr}"
     );
+}
+
+/// A follower's data dir is wiped while the cluster holds an entry it had helped commit. Started
+/// again next to the one node that lacks that entry, it must not vote that node into leadership
+/// (which would then overwrite the entry everywhere): the entry survives on every node.
+#[tokio::test]
+async fn t50_a_wiped_node_never_elects_a_leader_that_lacks_committed_entries() {
+    use std::time::{Duration, Instant};
+    let mut c = Cluster::new(&[]);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let (a, _) = c.await_leader(&[1, 2, 3], "at start").await;
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != a).collect();
+    let (b, lacking) = (followers[0], followers[1]);
+    // `lacking` (a follower, so it restarts as one) misses the entry; a and b commit it.
+    c.kill(lacking);
+    assert!(put_connector(&c, a, 7).await.is_success());
+    // b loses its disk; a goes down.
+    c.kill(b);
+    std::fs::remove_dir_all(c.data_dir(b)).expect("wipe b's data dir");
+    c.kill(a);
+    c.start(lacking);
+    c.start(b);
+    // Many election timeouts with only these two up: `lacking` would win with b's vote.
+    let window = Instant::now() + Duration::from_millis(2000);
+    while Instant::now() < window {
+        if let Ok(m) = c.metrics(lacking).await {
+            assert!(
+                m.state != RaftRole::Leader,
+                "node {lacking}, which lacks a committed entry, was elected: {m:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.start(a);
+    c.await_leader(&[1, 2, 3], "all back").await;
+    for id in 1..=3 {
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let names: Vec<String> = connectors(&c, id)
+                .await
+                .connectors
+                .into_iter()
+                .map(|k| k.name)
+                .collect();
+            if names.iter().any(|n| n == "mqtt_7") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coordinator-{id} lost the committed connector: {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Nodes given different `--peers` refuse to run together, with an error naming the problem
+/// (whichever of the two probes the other first exits).
+#[tokio::test]
+async fn t60_a_node_with_other_peers_refuses_to_start() {
+    let mut c = Cluster::new(&[]);
+    c.start(1);
+    let other = c
+        .peers()
+        .replace(&format!("3={}", c.url(3)), "3=http://127.0.0.1:9");
+    c.start_with_peers(2, &other);
+    let (id, code) = c.wait_any_exit(&[1, 2], "both ran although their --peers differ");
+    assert_eq!(
+        code,
+        Some(2),
+        "coordinator-{id}: exit code 2, configuration refused"
+    );
+    let log = std::fs::read_to_string(c.log_path(id)).expect("log");
+    assert!(log.contains("--peers differs between nodes"), "{log}");
+}
+
+/// A follower whose data dir was wiped restarts: it rejoins as a caught-up follower, and the
+/// leader keeps serving writes (openraft 0.9 panics the leader's Raft core when a follower's log
+/// goes backwards, unless built with `loosen-follower-log-revert`).
+#[tokio::test]
+async fn t55_a_wiped_follower_rejoins_and_the_leader_keeps_serving() {
+    use std::time::{Duration, Instant};
+    let mut c = Cluster::new(&[]);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let (leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
+    let victim = (1..=3).find(|&id| id != leader).expect("a follower");
+    for i in 0..3 {
+        assert!(put_connector(&c, leader, i).await.is_success());
+    }
+    c.kill(victim);
+    std::fs::remove_dir_all(c.data_dir(victim)).expect("wipe the follower's data dir");
+    c.start(victim);
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let (l, v) = (c.metrics(leader).await, c.metrics(victim).await);
+        if let (Ok(l), Ok(v)) = (&l, &v) {
+            if v.state == RaftRole::Follower && v.last_log_index >= l.last_log_index {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped follower never caught up: leader {l:?}, it {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = put_connector(&c, leader, 9).await;
+    assert!(
+        status.is_success(),
+        "the leader no longer commits writes: {status}"
+    );
+    let deadline = Instant::now() + common::WAIT;
+    while connectors(&c, victim).await.total != 4 {
+        let seen = connectors(&c, victim).await;
+        assert!(
+            Instant::now() < deadline,
+            "the rejoined follower lacks entries: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

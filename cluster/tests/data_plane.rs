@@ -8,13 +8,16 @@ use common::Cluster;
 use serde_json::{json, Value};
 
 /// Short grace so the tests stay fast; timings are the harness's job, not these tests'.
+/// The lease inequalities hold: lease (ping-dead + heartbeat = 400 ms) < grace.
 const FAST_DETECTION: &[&str] = &[
     "--grace-ms",
-    "300",
+    "1000",
     "--ping-interval-ms",
-    "200",
+    "100",
     "--ping-dead-ms",
-    "600",
+    "300",
+    "--heartbeat-interval-ms",
+    "100",
 ];
 
 fn seed_source(n: u32) -> String {
@@ -227,5 +230,90 @@ async fn t20_group_deploys_are_validated_and_idempotent() {
         (status, body["code"].as_str()),
         (400, Some("unsupported")),
         "{body}"
+    );
+}
+
+/// A group removed and deployed again under the same name, with another filter: the new
+/// placement gets a new epoch (it is marked running, so it would be moved on failure), the
+/// worker runs the new source, and events follow the new filter only.
+#[tokio::test]
+async fn t30_a_group_deployed_again_runs_the_new_source_at_a_new_epoch() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut c = Cluster::new(FAST_DETECTION);
+    let (leader, _) = start(&mut c).await;
+    c.start_worker("w1", &[leader]);
+    c.wait_for(leader, "/api/v1/cluster/workers/w1", "w1 ready", |v| {
+        (v["status"] == "ready" && !v["link_coordinator"].is_null()).then_some(())
+    })
+    .await;
+    let hot = seed_source(1);
+    let cold = hot.replace("temperature > 50.0", "temperature < 50.0");
+    let deploy =
+        |source: &str| json!({"name": "g", "pipelines": [{"name": "p1", "source": source}]});
+    let (status, body) = c
+        .post(leader, "/api/v1/cluster/pipeline-groups", &deploy(&hot))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, first, _) = c
+        .wait_for(leader, "/api/v1/cluster/topology", "p1 running", |v| {
+            placement(v, "g", "p1").filter(|p| p.2 == "running")
+        })
+        .await;
+    let removed = c
+        .client()
+        .delete(format!(
+            "{}/api/v1/cluster/pipeline-groups/g",
+            c.url(leader)
+        ))
+        .header("x-api-key", common::API_KEY)
+        .send()
+        .await
+        .expect("DELETE group");
+    assert!(removed.status().is_success(), "{}", removed.status());
+    let (status, body) = c
+        .post(leader, "/api/v1/cluster/pipeline-groups", &deploy(&cold))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, second, _) = c
+        .wait_for(
+            leader,
+            "/api/v1/cluster/topology",
+            "p1 running again",
+            |v| placement(v, "g", "p1").filter(|p| p.2 == "running" && p.1 != first),
+        )
+        .await;
+    assert!(second > first, "epoch {second} after {first}: reused");
+
+    // The new filter is in effect: of a hot and a cold event, only the cold one comes out.
+    let mut options = MqttOptions::new("t30-client", "127.0.0.1", c.broker_port());
+    options.set_keep_alive(std::time::Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client
+        .subscribe("e2e/output", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    for (seq, temperature) in [(1, 75.0), (2, 25.0)] {
+        let payload = json!({"event_type": "SensorReading", "sensor_id": "s", "temperature": temperature, "seq": seq});
+        client
+            .publish("e2e/input/1", QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .expect("publish");
+    }
+    let first_output = tokio::time::timeout(common::WAIT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    return serde_json::from_slice::<Value>(&p.payload).expect("JSON output")
+                }
+                Ok(_) => {}
+                Err(e) => panic!("MQTT client: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("an output within the wait bound");
+    assert_eq!(
+        first_output["seq"], 2,
+        "the old filter still runs: {first_output}"
     );
 }

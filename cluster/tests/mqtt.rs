@@ -121,6 +121,9 @@ impl TestClient {
         let mut options =
             MqttOptions::new(client_id, broker.addr.ip().to_string(), broker.addr.port());
         options.set_keep_alive(Duration::from_secs(5));
+        // Whatever the broker takes, a test client can send and receive.
+        let max = broker::DEFAULT_MAX_PAYLOAD_SIZE + 1024;
+        options.set_max_packet_size(max, max);
         let (client, mut eventloop) = AsyncClient::new(options, CLIENT_CHANNEL);
         let received = Arc::new(Mutex::new(Vec::new()));
         let pubacks = Arc::new(Mutex::new(0));
@@ -657,4 +660,40 @@ async fn t50_bad_configuration_is_refused_up_front() {
         .await
         .expect_err("rumqttd ignores a CONNECT whose client id has a '/'");
     assert!(format!("{slash:#}").contains("client id"), "{slash:#}");
+}
+
+/// An input the broker accepts whose output would not fit in a packet (its topic is longer):
+/// rejected and acked, not published; before, the output connection failed on it, the input
+/// came back, and the pipeline looped on it forever with everything behind it stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_an_output_too_large_for_the_broker_rejects_its_input() {
+    let broker = start_broker().await;
+    let (collector, publisher) = clients(&broker).await;
+    let program = r#"
+event SensorReading { sensor_id: str, temperature: float, seq: int }
+stream Input = SensorReading.from(mqtt_1, topic: "i")
+stream Output = Input.where(temperature > 50.0).to(mqtt_1, topic: "e2e/output")
+"#;
+    let mut spec = spec(&broker, "t60");
+    spec.program = Arc::new(vpl::parse(program).expect("program parses"));
+    let pipeline = runtime::start(spec).await.expect("start pipeline");
+
+    // PUBLISH on "i": 1 + 3 (length) + 2 + 1 (topic) + 2 (packet id) + payload = the broker's max.
+    let size = broker::DEFAULT_MAX_PAYLOAD_SIZE - 9;
+    let head = r#"{"event_type":"SensorReading","sensor_id":""#;
+    let tail = r#"","temperature":75.0,"seq":0,"sent_at_us":1}"#;
+    let pad = "x".repeat(size - head.len() - tail.len());
+    let big = format!("{head}{pad}{tail}").into_bytes();
+    assert_eq!(big.len(), size);
+    publisher.publish_all("i", [big, event(2)]).await;
+    let expected = PipelineCounters {
+        processed: 1,
+        emitted: 1,
+        rejected: 1,
+    };
+    wait_counters(&pipeline, expected).await;
+    let outputs = outputs_so_far(&collector, &publisher, Some(&pipeline)).await;
+    assert_eq!(seq_counts(&outputs), BTreeMap::from([(2, 1)]));
+    assert!(pipeline.is_running());
+    pipeline.stop().await;
 }

@@ -79,6 +79,13 @@ pub struct RunArgs {
     /// arrival on the output topic for this long, at most 5 s.
     #[arg(long, default_value_t = DRAIN_QUIET.as_millis() as u64)]
     pub drain_quiet_ms: u64,
+    /// WebSocket ping interval of the coordinators towards workers.
+    #[arg(long, default_value_t = DetectorTimings::SEED.ping_interval_ms)]
+    pub ping_interval_ms: u64,
+    /// A worker link with no frame for this long is dead (also the workers' read deadline).
+    /// The coordinators refuse timings that contradict the worker lease (ARCHITECTURE.md).
+    #[arg(long, default_value_t = DetectorTimings::SEED.ping_dead_ms)]
+    pub ping_dead_ms: u64,
     /// Output format of the final summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -192,6 +199,8 @@ pub async fn run(args: RunArgs) -> u8 {
         raft,
         detector: DetectorTimings {
             grace_ms: args.grace_ms,
+            ping_interval_ms: args.ping_interval_ms,
+            ping_dead_ms: args.ping_dead_ms,
             ..DetectorTimings::SEED
         },
         api_key: Some(format!("harness-{seed:x}")),
@@ -283,6 +292,12 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
+    }
+    if args.ping_interval_ms != DetectorTimings::SEED.ping_interval_ms {
+        cmd += &format!(" --ping-interval-ms {}", args.ping_interval_ms);
+    }
+    if args.ping_dead_ms != DetectorTimings::SEED.ping_dead_ms {
+        cmd += &format!(" --ping-dead-ms {}", args.ping_dead_ms);
     }
     let raft = (
         args.heartbeat_ms,

@@ -138,6 +138,10 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         for target in step.targets() {
             check_target(target, caps, &bound).map_err(&fail)?;
         }
+        if let Step::MeasureGap(g) = &step {
+            check_gap(g, &marks).map_err(&fail)?;
+            timings.insert(g.name.clone());
+        }
         if let Step::Measure(m) = &step {
             if !is_name(&m.name) || !m.name.ends_with("_ms") {
                 return Err(fail(format!(
@@ -434,6 +438,25 @@ fn add_with_requirements(
     }
     stack.pop();
     order.push(i);
+    Ok(())
+}
+
+/// Validation of a `measure_gap` step against the marks recorded by earlier steps.
+pub fn check_gap(
+    g: &crate::step::MeasureGapArgs,
+    marks: &std::collections::HashSet<String>,
+) -> Result<(), String> {
+    if !crate::step::is_name(&g.name) || !g.name.ends_with("_ms") {
+        return Err(format!(
+            "timing name '{}' must be a name ending in _ms",
+            g.name
+        ));
+    }
+    for mark in [&g.from, &g.to] {
+        if !marks.contains(mark) {
+            return Err(format!("mark '{mark}' is not recorded by an earlier step"));
+        }
+    }
     Ok(())
 }
 

@@ -32,12 +32,16 @@ pub enum Step {
     Heal(FaultArgs),
     /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
     Restart(RestartArgs),
+    /// Delete a stopped coordinator's data dir (Raft log, vote, snapshots): a lost disk.
+    Wipe(FaultArgs),
     /// Wait until a coordinator reports the given Raft role (and knows a leader).
     AwaitRole(AwaitRoleArgs),
     /// Fail unless the leader bound as `to` differs from `from` and was elected in a higher term.
     AssertLeaderChanged(LeaderChangedArgs),
     /// Record the interval between two marks as a named timing sample.
     Measure(MeasureArgs),
+    /// Record the longest stretch between two marks in which a pipeline delivered nothing.
+    MeasureGap(MeasureGapArgs),
     /// Resolve a target now and remember it (`worker-hosting:p` before killing it).
     Bind(BindArgs),
     /// Register the MQTT connector and deploy a group of seed pipelines; wait until all run.
@@ -71,6 +75,17 @@ pub enum Step {
     AssertTopology(AssertTopologyArgs),
     /// Spread pipelines over the ready workers (at most one per worker while one hosts none).
     Spread(SpreadArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureGapArgs {
+    /// Timing name (ends in `_ms`).
+    pub name: String,
+    /// Seed pipeline name, e.g. `sensor_filter_1`.
+    pub pipeline: String,
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -442,9 +457,11 @@ enum Action {
     Partition,
     Heal,
     Restart,
+    Wipe,
     AwaitRole,
     AssertLeaderChanged,
     Measure,
+    MeasureGap,
     Bind,
     Deploy,
     Publish,
@@ -500,11 +517,13 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::Partition => Step::Partition(Deserialize::deserialize(rest)?),
             Action::Heal => Step::Heal(Deserialize::deserialize(rest)?),
             Action::Restart => Step::Restart(Deserialize::deserialize(rest)?),
+            Action::Wipe => Step::Wipe(Deserialize::deserialize(rest)?),
             Action::AwaitRole => Step::AwaitRole(Deserialize::deserialize(rest)?),
             Action::AssertLeaderChanged => {
                 Step::AssertLeaderChanged(Deserialize::deserialize(rest)?)
             }
             Action::Measure => Step::Measure(Deserialize::deserialize(rest)?),
+            Action::MeasureGap => Step::MeasureGap(Deserialize::deserialize(rest)?),
             Action::Bind => Step::Bind(Deserialize::deserialize(rest)?),
             Action::Deploy => Step::Deploy(Deserialize::deserialize(rest)?),
             Action::Publish => Step::Publish(Deserialize::deserialize(rest)?),
@@ -538,9 +557,11 @@ impl Step {
             Step::Partition(_) => "partition",
             Step::Heal(_) => "heal",
             Step::Restart(_) => "restart",
+            Step::Wipe(_) => "wipe",
             Step::AwaitRole(_) => "await_role",
             Step::AssertLeaderChanged(_) => "assert_leader_changed",
             Step::Measure(_) => "measure",
+            Step::MeasureGap(_) => "measure_gap",
             Step::Bind(_) => "bind",
             Step::Deploy(_) => "deploy",
             Step::Publish(_) => "publish",
@@ -588,6 +609,7 @@ impl Step {
             Step::Pause(_) | Step::Resume(_) => Some(Fault::Pause),
             Step::Partition(_) | Step::Heal(_) => Some(Fault::Partition),
             Step::Restart(_) => Some(Fault::Restart),
+            Step::Wipe(_) => Some(Fault::Wipe),
             _ => None,
         }
     }
@@ -601,7 +623,8 @@ impl Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => vec![&a.target],
+            | Step::Heal(a)
+            | Step::Wipe(a) => vec![&a.target],
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
@@ -614,6 +637,7 @@ impl Step {
             Step::AssertTopology(a) => a.kept_by.iter().collect(),
             Step::StartCluster(_)
             | Step::Measure(_)
+            | Step::MeasureGap(_)
             | Step::Publish(_)
             | Step::TrafficStart(_)
             | Step::TrafficStop(_)
@@ -652,7 +676,8 @@ impl Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => a.mark.as_deref(),
+            | Step::Heal(a)
+            | Step::Wipe(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
             Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
@@ -675,13 +700,19 @@ impl fmt::Display for Step {
             | Step::Pause(a)
             | Step::Resume(a)
             | Step::Partition(a)
-            | Step::Heal(a) => {
+            | Step::Heal(a)
+            | Step::Wipe(a) => {
                 write!(f, " {}", a.target)
             }
             Step::Restart(a) => write!(f, " {}", a.target),
             Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
             Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
             Step::Measure(a) => write!(f, " {} = {} -> {}", a.name, a.from, a.to),
+            Step::MeasureGap(a) => write!(
+                f,
+                " {} = {} silent, {} -> {}",
+                a.name, a.pipeline, a.from, a.to
+            ),
             Step::Bind(a) => write!(f, " {} as @{}", a.target, a.bind),
             Step::Deploy(a) => write!(f, " {} [{}]", a.group, a.pipelines.join(", ")),
             Step::Publish(a) => write!(f, " {}", a.count),
@@ -708,6 +739,8 @@ pub enum Fault {
     Pause,
     Restart,
     Partition,
+    /// Delete a stopped node's data dir.
+    Wipe,
 }
 
 impl fmt::Display for Fault {
@@ -718,6 +751,7 @@ impl fmt::Display for Fault {
             Fault::Pause => "pause",
             Fault::Restart => "restart",
             Fault::Partition => "partition",
+            Fault::Wipe => "wipe",
         })
     }
 }
@@ -755,5 +789,14 @@ mod tests {
             let err = s.parse::<Target>().unwrap_err();
             assert!(err.contains(why), "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn wipe_parses_as_a_fault_step() {
+        let step: Step = toml::from_str("do = \"wipe\"\ntarget = \"@victim\"\nmark = \"wiped\"")
+            .expect("a wipe step");
+        assert_eq!(step.fault(), Some(Fault::Wipe));
+        assert_eq!(step.marks(), Some("wiped"));
+        assert_eq!(step.to_string(), "wipe @victim");
     }
 }

@@ -243,6 +243,11 @@ fn t40_worker_kill_under_traffic_loses_nothing() {
             "3",
             "--grace-ms",
             "500",
+            // The worker lease (ping-dead + heartbeat = 400 ms) must end within the grace.
+            "--ping-interval-ms",
+            "100",
+            "--ping-dead-ms",
+            "300",
             "--seed",
             "11",
             "--phases-dir",
@@ -330,6 +335,11 @@ fn t50_coordinator_faults_and_full_restart_lose_nothing() {
             "5,6,full-cluster-restart",
             "--grace-ms",
             "1000",
+            // The worker lease (ping-dead + heartbeat = 400 ms) must end within the grace.
+            "--ping-interval-ms",
+            "100",
+            "--ping-dead-ms",
+            "300",
             "--seed",
             "13",
             "--phases-dir",

@@ -300,12 +300,25 @@ pub enum WsMessage {
     IdentifyAck {
         heartbeat_interval_secs: u64,
         coordinator_id: u64,
+        /// Finer than `heartbeat_interval_secs` (which Varpulis v0.3.0 sends); preferred when present.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_interval_ms: Option<u64>,
+        /// The lease each granting `HeartbeatAck` renews, counted from the heartbeat's sending.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
+        /// Leave the link when no heartbeat was acknowledged with a lease for this long.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_deadline_ms: Option<u64>,
     },
     Error {
         message: String,
     },
     Heartbeat(HeartbeatBody),
-    HeartbeatAck,
+    /// `lease_ms` is set when the coordinator is in touch with a quorum: the lease is renewed.
+    HeartbeatAck {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
+    },
     /// The full set of pipelines this worker must run now (sent on identify and on every change).
     Assignments {
         assignments: Vec<Assignment>,

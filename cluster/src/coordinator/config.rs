@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::raft::NodeId;
 
@@ -43,6 +44,10 @@ pub enum ConfigError {
         min_ms: u64,
         max_ms: u64,
     },
+    #[error("contradictory timings: {0} (see ARCHITECTURE.md, 'The worker lease')")]
+    BadLease(String),
+    #[error("--peers differs between nodes: {0}; every node must be given the same --peers")]
+    PeersMismatch(String),
 }
 
 /// Parse `--peers`: either `ID=URL,ID=URL,...` or plain `URL,URL,...` (node ids 1, 2, 3 in order).
@@ -97,6 +102,7 @@ impl CoordinatorConfig {
                 max_ms: self.election_max_ms,
             });
         }
+        self.check_lease()?;
         let own = self
             .peers
             .get(&self.node_id)
@@ -118,6 +124,54 @@ impl CoordinatorConfig {
                 listen: listen.port(),
                 url: own.clone(),
             });
+        }
+        Ok(())
+    }
+
+    /// How old this node's last contact with a quorum may be for it to still act on it (grant
+    /// leases, take decisions): one full election attempt, `election_min + election_max`.
+    pub fn contact_window(&self) -> Duration {
+        Duration::from_millis(self.election_min_ms + self.election_max_ms)
+    }
+
+    /// The lease inequalities (ARCHITECTURE.md, 'The worker lease'): a worker must have stopped
+    /// a pipeline before any leader can declare it dead, whichever way it is declared.
+    pub fn check_lease(&self) -> Result<(), ConfigError> {
+        let d = &self.detector;
+        let ms = |t: Duration| t.as_millis();
+        let (lease, grace, dead, hb) = (d.lease, d.grace, d.ping_dead, d.heartbeat_interval);
+        let sweep = d.grace + d.ping_dead + 2 * super::detector::ALIVE_REPORT_INTERVAL;
+        let fail = |text: String| Err(ConfigError::BadLease(text));
+        if hb.is_zero() || 2 * hb > dead {
+            return fail(format!(
+                "--heartbeat-interval-ms ({}) must be at most half of --ping-dead-ms ({}), so one late heartbeat does not move a link",
+                ms(hb), ms(dead)
+            ));
+        }
+        if dead >= lease - d.fence_budget() {
+            return fail(format!(
+                "--ping-dead-ms ({}) must be less than --lease-ms ({}) minus its stop budget ({}), so a worker leaves a silent coordinator before it must stop its pipelines",
+                ms(dead), ms(lease), ms(d.fence_budget())
+            ));
+        }
+        if lease >= grace {
+            return fail(format!(
+                "--lease-ms ({}) must be less than --grace-ms ({}): a pipeline could move while its old owner still runs it",
+                ms(lease), ms(grace)
+            ));
+        }
+        if lease >= d.rest_timeout {
+            return fail(format!(
+                "--lease-ms ({}) must be less than --rest-heartbeat-timeout-ms ({})",
+                ms(lease),
+                ms(d.rest_timeout)
+            ));
+        }
+        if self.contact_window() + lease >= sweep {
+            return fail(format!(
+                "election-min + election-max ({}) + --lease-ms ({}) must be less than the liveness sweep's limit, grace + ping-dead + 2 alive reports ({})",
+                ms(self.contact_window()), ms(lease), ms(sweep)
+            ));
         }
         Ok(())
     }
@@ -150,8 +204,47 @@ mod tests {
             election_max_ms: 300,
             api_key: None,
             snapshot_logs: 100,
-            detector: Default::default(),
+            detector: crate::coordinator::DetectorConfig {
+                grace: Duration::from_millis(1000),
+                ping_interval: Duration::from_millis(100),
+                ping_dead: Duration::from_millis(300),
+                rest_timeout: Duration::from_millis(2000),
+                heartbeat_interval: Duration::from_millis(100),
+                lease: Duration::from_millis(400),
+            },
         }
+    }
+
+    #[test]
+    fn the_seed_timings_satisfy_the_lease_inequalities() {
+        let mut c = config(1, "http://127.0.0.1:9101");
+        (c.heartbeat_ms, c.election_min_ms, c.election_max_ms) = (500, 1500, 3000);
+        c.detector = crate::coordinator::DetectorConfig::default();
+        assert_eq!(c.detector.lease, Duration::from_millis(4000));
+        assert_eq!(c.check_lease(), Ok(()));
+    }
+
+    #[test]
+    fn contradictory_lease_timings_are_refused_by_name() {
+        let mut c = config(1, "http://127.0.0.1:9101");
+        assert_eq!(c.check_lease(), Ok(()));
+        c.detector.lease = Duration::from_millis(1000);
+        let err = c.validate("127.0.0.1:9101".parse().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--lease-ms (1000) must be less than --grace-ms (1000)"),
+            "{err}"
+        );
+        c.detector.lease = Duration::from_millis(330);
+        let err = c.check_lease().unwrap_err().to_string();
+        assert!(
+            err.contains("--ping-dead-ms (300) must be less than --lease-ms (330)"),
+            "{err}"
+        );
+        c.detector.lease = Duration::from_millis(400);
+        c.election_max_ms = 3000;
+        let err = c.check_lease().unwrap_err().to_string();
+        assert!(err.contains("liveness sweep"), "{err}");
     }
 
     #[test]

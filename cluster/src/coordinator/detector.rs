@@ -33,6 +33,28 @@ pub struct DetectorConfig {
     pub rest_timeout: Duration,
     /// Interval the worker is told to send heartbeats at.
     pub heartbeat_interval: Duration,
+    /// The worker's lease: it runs pipelines only until this long after sending the last
+    /// heartbeat a coordinator in touch with its quorum acknowledged.
+    pub lease: Duration,
+}
+
+impl DetectorConfig {
+    /// The lease when none is given: the link deadline plus one heartbeat interval, so a
+    /// worker leaving a silent coordinator has time to renew elsewhere before it must stop.
+    pub fn default_lease(ping_dead: Duration, heartbeat_interval: Duration) -> Duration {
+        ping_dead + heartbeat_interval
+    }
+
+    /// The part of the lease a worker spends stopping its pipelines (it begins this long before
+    /// the lease ends): an eighth, at most 500 ms.
+    pub fn fence_budget(&self) -> Duration {
+        fence_budget(self.lease)
+    }
+}
+
+/// See [`DetectorConfig::fence_budget`]; the worker computes the same from the lease it is given.
+pub fn fence_budget(lease: Duration) -> Duration {
+    (lease / 8).min(Duration::from_millis(500))
 }
 
 impl Default for DetectorConfig {
@@ -43,6 +65,7 @@ impl Default for DetectorConfig {
             ping_dead: Duration::from_secs(3),
             rest_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
+            lease: DetectorConfig::default_lease(Duration::from_secs(3), Duration::from_secs(1)),
         }
     }
 }
@@ -143,7 +166,7 @@ impl Coordinator {
     pub fn link_lost(self: &Arc<Self>, worker_id: String, link_gen: Option<u64>, reason: String) {
         let c = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(c.detector.grace).await;
+            let term = c.grace_in_touch().await;
             if c.links.holds(&worker_id) {
                 return;
             }
@@ -165,10 +188,35 @@ impl Coordinator {
                 ),
                 at_ms: crate::events::now_ms(),
             };
-            if let Err(e) = c.write(command).await {
+            if let Err(e) = c.decide(term, command).await {
                 tracing::warn!(%worker_id, "could not commit unhealthy: {}", e.body.error);
             }
         });
+    }
+
+    /// Sleep for the grace period counted within one term while this node is in touch with a
+    /// quorum; returns that term, the one the verdict is decided in. If this node loses touch
+    /// (an election, a pause) or the term changes, the count starts again: a worker's new link
+    /// holder then gets the whole grace with a leader to commit its `WorkerLinked` first, and a
+    /// verdict decided before an election is a no-op after it.
+    async fn grace_in_touch(&self) -> u64 {
+        let step = (self.detector.grace / 10).max(Duration::from_millis(10));
+        let term_now = || self.raft.metrics().borrow().current_term;
+        let mut term = term_now();
+        let mut counted = Duration::ZERO;
+        let mut last = Instant::now();
+        while counted < self.detector.grace {
+            tokio::time::sleep(step.min(self.detector.grace - counted)).await;
+            let now = Instant::now();
+            let t = term_now();
+            if self.quorum.in_touch() && t == term {
+                counted += now - last;
+            } else {
+                (counted, term) = (Duration::ZERO, t);
+            }
+            last = now;
+        }
+        term
     }
 
     /// Every coordinator: report held links (and REST-seen workers) to the leader.
@@ -220,11 +268,12 @@ impl Coordinator {
         let mut was_leader = false;
         loop {
             tick.tick().await;
-            let is_leader = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-            if !is_leader {
+            // A leader out of touch with its quorum judges no one: what it has not heard may
+            // simply not have reached it. Back in touch, it starts every clock afresh.
+            let Some(term) = self.leading_term() else {
                 was_leader = false;
                 continue;
-            }
+            };
             let now = Instant::now();
             if !was_leader {
                 // A new leader knows nothing yet: give every worker a full period from now.
@@ -262,7 +311,7 @@ impl Coordinator {
                     ),
                     at_ms: crate::events::now_ms(),
                 };
-                if let Err(e) = self.write(command).await {
+                if let Err(e) = self.decide(term, command).await {
                     tracing::warn!("sweep could not commit: {}", e.body.error);
                 }
             }

@@ -41,6 +41,16 @@ impl AppError {
         Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", detail)
     }
 
+    /// A leader took the write but could not commit it in time (likely lost its quorum).
+    pub fn write_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "write_timeout", detail)
+    }
+
+    /// A decision taken under a term that has since ended: not applied; decide again.
+    pub fn stale_decision(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "stale_decision", detail)
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

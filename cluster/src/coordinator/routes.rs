@@ -8,7 +8,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Deserialize;
 
 use super::detector::AliveReport;
@@ -18,7 +20,7 @@ use crate::api::model::WorkerStatus;
 use crate::api::model::{Connector, ConnectorList, EventsPage, Health, RaftMetrics, WorkerCounts};
 use crate::auth::ApiKey;
 use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
-use crate::raft::{Command, CommandResult, TypeConfig};
+use crate::raft::{Command, CommandResult, Proposal, TypeConfig};
 
 /// Largest API request body. Pipeline groups are a few KiB; anything near this is a mistake.
 const API_BODY_LIMIT: usize = 1 << 20;
@@ -34,6 +36,7 @@ pub fn router(coordinator: Shared) -> Router {
         .route(PATH_SNAPSHOT, post(raft_snapshot))
         .route(PATH_FORWARD, post(raft_forward))
         .route(PATH_ALIVE, post(raft_alive))
+        .route(super::bootstrap::PATH_PEERS, get(raft_peers))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .route_layer(middleware::from_fn_with_state(
             coordinator.clone(),
@@ -173,14 +176,29 @@ async fn raft_append(
     State(c): State<Shared>,
     ApiJson(rpc): ApiJson<AppendEntriesRequest<TypeConfig>>,
 ) -> impl IntoResponse {
-    Json(c.raft.append_entries(rpc).await)
+    let response = c.raft.append_entries(rpc).await;
+    // Any answer but "higher vote" means the sender is the leader this node follows.
+    if matches!(&response, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        c.quorum.heard_from_leader();
+    }
+    Json(response)
 }
 
-async fn raft_vote(
-    State(c): State<Shared>,
-    ApiJson(rpc): ApiJson<VoteRequest<u64>>,
-) -> impl IntoResponse {
-    Json(c.raft.vote(rpc).await)
+async fn raft_vote(State(c): State<Shared>, ApiJson(rpc): ApiJson<VoteRequest<u64>>) -> Response {
+    if c.rejoining.load(std::sync::atomic::Ordering::SeqCst) {
+        // An empty log must not elect anyone: the candidate may lack committed entries.
+        return AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rejoining",
+            "this node started with an empty data dir in an existing cluster: it votes once it holds the leader's log",
+        )
+        .into_response();
+    }
+    Json(c.raft.vote(rpc).await).into_response()
+}
+
+async fn raft_peers(State(c): State<Shared>) -> Json<super::bootstrap::PeerFacts> {
+    Json(c.peer_facts())
 }
 
 async fn raft_snapshot(
@@ -192,9 +210,9 @@ async fn raft_snapshot(
 
 async fn raft_forward(
     State(c): State<Shared>,
-    ApiJson(command): ApiJson<Command>,
+    ApiJson(proposal): ApiJson<Proposal>,
 ) -> Result<Json<CommandResult>, AppError> {
-    c.write_local(command).await.map(Json)
+    c.write_local(proposal).await.map(Json)
 }
 
 async fn raft_alive(State(c): State<Shared>, ApiJson(report): ApiJson<AliveReport>) -> StatusCode {

@@ -80,7 +80,7 @@ pub async fn rest_heartbeat(
     c.heartbeat(&id, body);
     let assignments = c.state.read(|a| a.state.assignments(&id));
     Ok(Json(
-        serde_json::json!({"type": "HeartbeatAck", "assignments": assignments}),
+        serde_json::json!({"type": "HeartbeatAck", "assignments": assignments, "lease_ms": c.lease_grant()}),
     ))
 }
 
@@ -244,6 +244,9 @@ async fn link(c: Shared, mut socket: WebSocket) {
     let ack = WsMessage::IdentifyAck {
         heartbeat_interval_secs: c.detector.heartbeat_interval.as_secs().max(1),
         coordinator_id: c.node_id,
+        heartbeat_interval_ms: Some(c.detector.heartbeat_interval.as_millis() as u64),
+        lease_ms: Some(c.detector.lease.as_millis() as u64),
+        link_deadline_ms: Some(c.detector.ping_dead.as_millis() as u64),
     };
     let mut last_sent = c.state.read(|a| a.state.assignments(&worker_id));
     let reason = if send(&mut socket, &ack).await
@@ -273,7 +276,8 @@ async fn link(c: Shared, mut socket: WebSocket) {
                                 if committed != Some(c.node_id) {
                                     c.commit_link(&worker_id, &commit);
                                 }
-                                if !send(&mut socket, &WsMessage::HeartbeatAck).await {
+                                let ack = WsMessage::HeartbeatAck { lease_ms: c.lease_grant() };
+                                if !send(&mut socket, &ack).await {
                                     break "send failed".to_string();
                                 }
                             }
@@ -344,6 +348,14 @@ const REGISTRATION_CATCH_UP: std::time::Duration = std::time::Duration::from_sec
 const LINK_COMMIT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Coordinator {
+    /// The lease a heartbeat's acknowledgement renews: only while this node is in touch with a
+    /// quorum, so a worker cut off with its coordinator stops before the others move its work.
+    pub fn lease_grant(&self) -> Option<u64> {
+        self.quorum
+            .in_touch()
+            .then_some(self.detector.lease.as_millis() as u64)
+    }
+
     /// True when `worker_id` is registered here, waiting (bounded) for this node to apply a
     /// registration the leader may have committed a moment ago.
     async fn knows_worker_soon(&self, worker_id: &str) -> bool {

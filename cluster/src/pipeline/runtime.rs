@@ -103,6 +103,14 @@ const FORBIDDEN_CLIENT_ID_CHARS: &str = "+$#/:";
 /// wipe the session).
 const OUTPUT_CLIENT_ID_SUFFIX: &str = ":out";
 
+/// Whether an output's PUBLISH fits in [`MAX_PACKET_SIZE`]: fixed header (1 + up to 4 length
+/// bytes), topic (2 + its length), packet id (2), payload. One that does not would fail the
+/// output connection, and its input would come back and fail it again, forever: such an input is
+/// rejected (and acked) instead.
+fn fits_in_a_packet(output: &vpl::Output) -> bool {
+    1 + 4 + 2 + output.topic.len() + 2 + output.payload.len() <= MAX_PACKET_SIZE
+}
+
 /// What to run and where.
 #[derive(Debug, Clone)]
 pub struct PipelineSpec {
@@ -154,6 +162,10 @@ struct Shared {
     running: AtomicBool,
     /// Set by `abort`: the task stops at once, as if the process had died.
     killed: AtomicBool,
+    /// From this instant on, inputs are held (neither processed nor acked): the owner's lease
+    /// ends. Checked on every input, so a process resumed after its lease lapsed processes
+    /// nothing more, whatever its tasks run first.
+    fence_at: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -166,6 +178,11 @@ impl Shared {
 
     fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn fenced(&self) -> bool {
+        let at = *self.fence_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|at| Instant::now() >= at)
     }
 }
 
@@ -294,6 +311,16 @@ impl RunningPipeline {
         self.shared.last_error()
     }
 
+    /// Hold every input that arrives from `at` on (its owner's lease then ends); moved later on
+    /// every renewal.
+    pub fn fence_at(&self, at: Instant) {
+        *self
+            .shared
+            .fence_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
     /// False once its event loop ended for good (stopped, aborted, or failed).
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::SeqCst)
@@ -315,6 +342,23 @@ impl RunningPipeline {
                 pipeline = %self.pipeline_id,
                 "no clean stop within {STOP_TIMEOUT:?}; dropping the connection"
             );
+            self.shared.killed.store(true, Ordering::SeqCst);
+            task.abort();
+        }
+    }
+
+    /// Stop by `deadline` at the latest: a clean stop (in-flight inputs finish, DISCONNECT)
+    /// while there is time, then the connections are dropped as in [`Self::abort`]. Never
+    /// reconnects: a fenced owner must not take the session back from the next one.
+    pub async fn stop_by(mut self, deadline: Instant) {
+        if let Some(stop) = self.stop_tx.take() {
+            let _ = stop.send(());
+        }
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(pipeline = %self.pipeline_id, "not stopped by its deadline; dropping the connection");
             self.shared.killed.store(true, Ordering::SeqCst);
             task.abort();
         }
@@ -781,6 +825,12 @@ impl Worker {
     }
 
     fn on_input(&mut self, g: &mut Generation, publish: Publish) {
+        if !g.stopping && self.shared.fenced() {
+            // The lease ended: stop as if asked to (the worker restarts it once renewed).
+            tracing::warn!("owner's lease ended: holding inputs and stopping");
+            self.stop_requested = true;
+            g.begin_stop();
+        }
         if g.stopping {
             g.inputs.push_back(Input {
                 publish,
@@ -794,7 +844,22 @@ impl Worker {
             return;
         }
         let seq = g.first_seq + g.inputs.len() as u64;
-        let outcome = self.program.process(&publish.topic, &publish.payload);
+        let outcome = self
+            .program
+            .process(&publish.topic, &publish.payload)
+            .map_err(|r| r.to_string())
+            .and_then(|outputs| match outputs.iter().find(|o| !fits_in_a_packet(o)) {
+                Some(o) => {
+                    let why = format!(
+                        "an output of {} bytes on '{}' exceeds the broker's maximum packet ({MAX_PACKET_SIZE} bytes)",
+                        o.payload.len(),
+                        o.topic
+                    );
+                    tracing::warn!("input rejected: {why}");
+                    Err(why)
+                }
+                None => Ok(outputs),
+            });
         let (verdict, pending_outputs) = match outcome {
             Ok(outputs) => {
                 let count = outputs.len();

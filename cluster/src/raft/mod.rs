@@ -18,7 +18,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 openraft::declare_raft_types!(
     /// The coordinators' Raft: commands in, [`CommandResult`] out, nodes addressed by base URL.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = NodeId,
         Node = Node,
@@ -112,6 +112,18 @@ impl Command {
     }
 }
 
+/// One Raft log entry's payload: a command and the term its proposer decided it in.
+///
+/// A proposal applied under a newer term than its own is a no-op ([`CommandResult::stale`]):
+/// a decision a leader took before it lost its quorum (or a write a follower forwarded across an
+/// election) never lands after the cluster moved on. Client writes are re-proposed with the
+/// current term; decisions (verdicts, moves) are not: they must be taken again on fresh state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub term: u64,
+    pub command: Command,
+}
+
 /// What applying a [`Command`] produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandResult {
@@ -123,6 +135,9 @@ pub struct CommandResult {
     /// `WorkerLinked`: the link generation this command created.
     #[serde(default)]
     pub link_gen: Option<u64>,
+    /// Proposed under an older term than the one it was committed in: not applied.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// The error openraft's RPC handlers return, carried over HTTP as JSON.

@@ -22,6 +22,11 @@ pub struct ClusterState {
     pub groups: BTreeMap<String, GroupRecord>,
     pub migrations: Vec<Migration>,
     pub next_migration_id: u64,
+    /// Highest placement epoch ever used per pipeline id. Kept when a group is removed, so a
+    /// group deployed again under the same name never reuses an epoch: (pipeline, epoch)
+    /// names one placement for good (workers, detectors and the driver key on it).
+    #[serde(default)]
+    pub epochs: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,11 +166,20 @@ impl ClusterState {
                         routes: group.routes.clone(),
                     };
                     for def in &group.pipelines {
+                        let pending: Vec<&str> = record
+                            .pipelines
+                            .iter()
+                            .filter_map(|p| p.worker.as_deref())
+                            .collect();
                         let worker =
-                            self.choose_worker(def.worker_affinity.as_deref(), None, &record);
+                            self.choose_worker(def.worker_affinity.as_deref(), None, &pending);
+                        let pid = pipeline_id(&group.name, &def.name);
+                        let last = self.epochs.get(&pid).copied().unwrap_or(0);
+                        let epoch = if worker.is_some() { last + 1 } else { last };
+                        self.epochs.insert(pid, epoch);
                         record.pipelines.push(PipelineRecord {
                             def: def.clone(),
-                            epoch: if worker.is_some() { 1 } else { 0 },
+                            epoch,
                             worker,
                             running: false,
                         });
@@ -204,6 +218,7 @@ impl ClusterState {
                             index,
                             changed: false,
                             link_gen: None,
+                            stale: false,
                         },
                         events,
                     );
@@ -251,6 +266,7 @@ impl ClusterState {
                 index,
                 changed,
                 link_gen,
+                stale: false,
             },
             events,
         )
@@ -270,8 +286,11 @@ impl ClusterState {
         let target_ready = self
             .workers
             .get(to_worker)
-            .is_some_and(|w| w.status == WorkerStatus::Ready);
+            .is_some_and(|w| w.status == WorkerStatus::Ready)
+            && self.has_room(to_worker, &[]);
         let migration_id = self.next_migration_id + 1;
+        let pid = pipeline_id(group, pipeline);
+        let last = self.epochs.get(&pid).copied().unwrap_or(0);
         let Some(p) = self.pipeline_mut(group, pipeline) else {
             return false;
         };
@@ -279,7 +298,12 @@ impl ClusterState {
             return false;
         }
         let from = p.worker.replace(to_worker.to_string());
-        p.epoch += 1;
+        p.epoch = p.epoch.max(last) + 1;
+        let new_epoch = p.epoch;
+        self.epochs.insert(pid, new_epoch);
+        let Some(p) = self.pipeline_mut(group, pipeline) else {
+            return false;
+        };
         p.running = false;
         let epoch = p.epoch;
         self.next_migration_id = migration_id;
@@ -318,31 +342,40 @@ impl ClusterState {
             .find(|p| p.def.name == pipeline)
     }
 
-    /// Pipelines placed on each worker (across all groups, plus `extra` not yet inserted).
-    fn load(&self, extra: &GroupRecord) -> BTreeMap<&str, usize> {
+    /// Pipelines placed on each worker (across all groups), plus `pending`: placements decided
+    /// but not in the state yet (one entry per pipeline).
+    pub fn load(&self, pending: &[&str]) -> BTreeMap<&str, usize> {
         let mut load: BTreeMap<&str, usize> =
             self.workers.keys().map(|k| (k.as_str(), 0)).collect();
-        for p in self
+        let placed = self
             .groups
             .values()
-            .chain(std::iter::once(extra))
             .flat_map(|g| &g.pipelines)
-        {
-            if let Some(w) = &p.worker {
-                if let Some(n) = load.get_mut(w.as_str()) {
-                    *n += 1;
-                }
+            .filter_map(|p| p.worker.as_deref());
+        for w in placed.chain(pending.iter().copied()) {
+            if let Some(n) = load.get_mut(w) {
+                *n += 1;
             }
         }
         load
     }
 
-    /// The least-loaded ready worker (ties: lowest id), or the affinity worker when it is ready.
+    /// Room for one more pipeline on `worker_id` (its `max_pipelines`), counting `pending`.
+    pub fn has_room(&self, worker_id: &str, pending: &[&str]) -> bool {
+        let Some(w) = self.workers.get(worker_id) else {
+            return false;
+        };
+        let n = self.load(pending).get(worker_id).copied().unwrap_or(0);
+        (w.capacity.max_pipelines as usize) > n
+    }
+
+    /// The least-loaded ready worker with room (ties: lowest id), or the affinity worker when
+    /// it is ready and has room. `pending`: placements decided in the same pass, not applied yet.
     pub fn choose_worker(
         &self,
         affinity: Option<&str>,
         exclude: Option<&str>,
-        extra: &GroupRecord,
+        pending: &[&str],
     ) -> Option<String> {
         let ready = |id: &str| {
             Some(id) != exclude
@@ -352,11 +385,11 @@ impl ClusterState {
                     .is_some_and(|w| w.status == WorkerStatus::Ready)
         };
         if let Some(a) = affinity {
-            if ready(a) {
+            if ready(a) && self.has_room(a, pending) {
                 return Some(a.to_string());
             }
         }
-        let load = self.load(extra);
+        let load = self.load(pending);
         load.into_iter()
             .filter(|(id, n)| ready(id) && self.workers[*id].capacity.max_pipelines as usize > *n)
             .min_by_key(|(id, n)| (*n, *id))
@@ -626,5 +659,74 @@ mod tests {
             }
         ));
         assert!(state.misplaced().is_empty());
+    }
+    #[test]
+    fn a_group_deployed_again_never_reuses_an_epoch() {
+        let mut state = ClusterState::default();
+        for w in ["w1", "w2"] {
+            register(&mut state, w);
+        }
+        apply(&mut state, group("c1", &["p1"]));
+        let first = state.groups["c1"].pipelines[0].clone();
+        assert_eq!((first.worker.as_deref(), first.epoch), (Some("w1"), 1));
+        assert!(apply(
+            &mut state,
+            Command::MovePipeline {
+                group: "c1".into(),
+                pipeline: "p1".into(),
+                to_worker: "w2".into(),
+                expected_epoch: 1,
+                reason: "test".into(),
+                at_ms: 3,
+            }
+        ));
+        assert!(apply(
+            &mut state,
+            Command::RemoveGroup { name: "c1".into() }
+        ));
+        assert!(apply(&mut state, group("c1", &["p1"])));
+        let again = &state.groups["c1"].pipelines[0];
+        assert!(
+            again.epoch > 2,
+            "redeployed at epoch {} although epochs 1 and 2 were used: (c1/p1, epoch) no longer names one placement",
+            again.epoch
+        );
+    }
+
+    #[test]
+    fn a_move_to_a_worker_without_room_is_a_no_op() {
+        let mut state = ClusterState::default();
+        register(&mut state, "w1");
+        apply(
+            &mut state,
+            Command::RegisterWorker {
+                worker_id: "small".into(),
+                address: "http://small".into(),
+                capacity: Capacity {
+                    cpu_cores: 1,
+                    pipelines_running: 0,
+                    max_pipelines: 1,
+                },
+                at_ms: 1,
+            },
+        );
+        apply(&mut state, group("c1", &["p1", "p2"]));
+        let on = |state: &ClusterState, p: usize| state.groups["c1"].pipelines[p].worker.clone();
+        assert_eq!(
+            (on(&state, 0), on(&state, 1)),
+            (Some("small".into()), Some("w1".into()))
+        );
+        let moved = apply(
+            &mut state,
+            Command::MovePipeline {
+                group: "c1".into(),
+                pipeline: "p2".into(),
+                to_worker: "small".into(),
+                expected_epoch: 1,
+                reason: "test".into(),
+                at_ms: 3,
+            },
+        );
+        assert!(!moved, "small (max_pipelines 1) already runs p1");
     }
 }

@@ -291,13 +291,65 @@ impl StateMachineStore {
         SharedState(self.inner.clone(), self.applied.clone())
     }
 
-    fn save_snapshot(&self, snapshot: &StoredSnapshot) -> anyhow::Result<()> {
+    /// Store `snapshot` unless the stored one is newer, in one write transaction (redb
+    /// serializes them). openraft builds snapshots on a spawned task, so a build that read the
+    /// state before an `install_snapshot` can finish after it: saving it then would leave a
+    /// snapshot older than the purged log. Returns false when the stored one was kept.
+    fn save_snapshot(&self, snapshot: &StoredSnapshot) -> anyhow::Result<bool> {
         let bytes = serde_json::to_vec(snapshot)?;
         let tx = self.db.begin_write()?;
-        tx.open_table(META)?
-            .insert(KEY_SNAPSHOT, bytes.as_slice())?;
+        {
+            let mut table = tx.open_table(META)?;
+            let stored_last = match table.get(KEY_SNAPSHOT)? {
+                Some(v) => {
+                    serde_json::from_slice::<StoredSnapshot>(v.value())?
+                        .meta
+                        .last_log_id
+                }
+                None => None,
+            };
+            if stored_last > snapshot.meta.last_log_id {
+                tracing::info!(
+                    stored = ?stored_last,
+                    built = ?snapshot.meta.last_log_id,
+                    "kept the newer stored snapshot"
+                );
+                return Ok(false);
+            }
+            table.insert(KEY_SNAPSHOT, bytes.as_slice())?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The first half of a snapshot build: the applied state, serialized, with its meta.
+    #[allow(clippy::result_large_err)] // openraft's own error type, as its trait methods return
+    fn capture(&self) -> Result<StoredSnapshot, StoreError> {
+        let applied = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let data = serde_json::to_vec(&applied.state)
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, crate::events::now_ms()),
+            None => format!("empty-{}", crate::events::now_ms()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
+            snapshot_id,
+        };
+        Ok(StoredSnapshot { meta, data })
+    }
+
+    /// The second half: persist what [`Self::capture`] took (unless a newer one is stored).
+    #[allow(clippy::result_large_err)] // openraft's own error type, as its trait methods return
+    fn persist(&self, stored: StoredSnapshot) -> Result<Snapshot<TypeConfig>, StoreError> {
+        self.save_snapshot(&stored).map_err(|e| {
+            StorageIOError::write_snapshot(Some(stored.meta.signature()), &AnyErr(e))
+        })?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(std::io::Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -312,29 +364,8 @@ fn read_snapshot(db: &Database) -> anyhow::Result<Option<StoredSnapshot>> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let (meta, data) = {
-            let applied = self.inner.read().unwrap_or_else(|p| p.into_inner());
-            let data = serde_json::to_vec(&applied.state)
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, crate::events::now_ms()),
-                None => format!("empty-{}", crate::events::now_ms()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-                snapshot_id,
-            };
-            (meta, data)
-        };
-        let stored = StoredSnapshot { meta, data };
-        self.save_snapshot(&stored).map_err(|e| {
-            StorageIOError::write_snapshot(Some(stored.meta.signature()), &AnyErr(e))
-        })?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(std::io::Cursor::new(stored.data)),
-        })
+        let stored = self.capture()?;
+        self.persist(stored)
     }
 }
 
@@ -365,8 +396,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         index,
                         changed: false,
                         link_gen: None,
+                        stale: false,
                     },
-                    EntryPayload::Normal(command) => {
+                    EntryPayload::Normal(proposal)
+                        if proposal.term < entry.log_id.leader_id.term =>
+                    {
+                        tracing::info!(
+                            index,
+                            command = proposal.command.name(),
+                            proposed = proposal.term,
+                            committed = entry.log_id.leader_id.term,
+                            "stale proposal: decided under an older term, not applied"
+                        );
+                        CommandResult {
+                            index,
+                            changed: false,
+                            link_gen: None,
+                            stale: true,
+                        }
+                    }
+                    EntryPayload::Normal(proposal) => {
+                        let command = proposal.command;
                         applied_events.push(ClusterEventKind::CommandApplied {
                             index,
                             command: command.name().to_string(),
@@ -382,6 +432,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             index,
                             changed: true,
                             link_gen: None,
+                            stale: false,
                         }
                     }
                 };
@@ -437,5 +488,118 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: Box::new(std::io::Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+    use std::io::Cursor;
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// openraft runs `build_snapshot` on a spawned task: a build that read the state before an
+    /// `install_snapshot` can save after it. Interleave the builder's two halves that way.
+    #[tokio::test]
+    async fn a_build_that_started_before_an_install_does_not_replace_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, mut sm) = open(dir.path(), Arc::new(EventLog::new(1))).expect("open");
+        sm.inner.write().expect("lock").last_applied = Some(log_id(1, 3));
+        let early = sm.capture().expect("capture");
+
+        let newer = ClusterState {
+            next_migration_id: 7,
+            ..ClusterState::default()
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(2, 10)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "from-leader-10".into(),
+        };
+        let data = serde_json::to_vec(&newer).expect("serialize");
+        sm.install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .expect("install");
+        sm.persist(early).expect("persist the early build");
+
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot is stored");
+        assert_eq!(
+            current.meta.last_log_id,
+            Some(log_id(2, 10)),
+            "the stored snapshot went back to the early build's index 3"
+        );
+        drop((log, sm));
+        let (_log, reopened) = open(dir.path(), Arc::new(EventLog::new(1))).expect("reopen");
+        let (last, migrations) = reopened
+            .shared()
+            .read(|a| (a.last_applied, a.state.next_migration_id));
+        assert_eq!((last, migrations), (Some(log_id(2, 10)), 7));
+    }
+
+    fn entry(
+        term: u64,
+        index: u64,
+        proposed_in: u64,
+        command: super::super::Command,
+    ) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(super::super::Proposal {
+                term: proposed_in,
+                command,
+            }),
+        }
+    }
+
+    /// A verdict a leader decided in term 2, committed in term 3 (forwarded to the next leader
+    /// after it lost its own term), changes nothing.
+    #[tokio::test]
+    async fn a_proposal_from_an_older_term_is_not_applied() {
+        use super::super::Command;
+        use crate::api::model::{Capacity, WorkerStatus};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_log, mut sm) = open(dir.path(), Arc::new(EventLog::new(1))).expect("open");
+        let register = Command::RegisterWorker {
+            worker_id: "w1".into(),
+            address: "http://w1".into(),
+            capacity: Capacity {
+                cpu_cores: 1,
+                pipelines_running: 0,
+                max_pipelines: 1,
+            },
+            at_ms: 1,
+        };
+        let verdict = Command::MarkWorkerUnhealthy {
+            worker_id: "w1".into(),
+            link_gen: None,
+            reason: "decided by a leader out of touch".into(),
+            at_ms: 2,
+        };
+        let results = sm
+            .apply(vec![
+                entry(2, 1, 2, register),
+                entry(3, 2, 2, verdict.clone()),
+            ])
+            .await
+            .expect("apply");
+        assert!(results[0].changed && !results[0].stale);
+        assert!(results[1].stale && !results[1].changed, "{:?}", results[1]);
+        let status = sm.shared().read(|a| a.state.workers["w1"].status);
+        assert_eq!(status, WorkerStatus::Ready);
+        let applied = sm
+            .apply(vec![entry(3, 3, 3, verdict)])
+            .await
+            .expect("apply");
+        assert!(
+            applied[0].changed,
+            "the same verdict decided in term 3 applies"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! first, the others when it dies), sends heartbeats, and runs exactly the pipelines the
 //! committed placement names it for, at the committed epoch.
 
-use std::collections::HashMap;
+mod lease;
+
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Re-registrations in a row before moving on to the next coordinator anyway.
 const MAX_REREGISTRATIONS: u32 = 3;
-/// Retry interval for a pipeline that failed to start (e.g. the broker is unreachable).
+/// Re-check interval of the reconciler: failed starts (e.g. the broker is unreachable) and
+/// pipelines that stopped themselves when their lease ended are started again.
 const START_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
@@ -50,7 +53,18 @@ pub struct WorkerConfig {
 
 struct Running {
     epoch: u64,
+    /// The source it runs: a placement of another source (a group deployed again) restarts it.
+    source: String,
     pipeline: RunningPipeline,
+}
+
+/// What a coordinator's IdentifyAck tells this worker.
+struct LinkTerms {
+    heartbeat: Duration,
+    /// None: the coordinator grants no lease (an older cluster); the link then ends after
+    /// `deadline` without any frame, and pipelines are not fenced.
+    lease: Option<Duration>,
+    deadline: Duration,
 }
 
 struct Worker {
@@ -64,6 +78,7 @@ struct Worker {
     /// Pipelines changed: send a heartbeat now (it reports them running).
     changed: Notify,
     linked_to: std::sync::Mutex<Option<String>>,
+    lease: lease::Lease,
 }
 
 /// Run a worker on `listener` until `shutdown` resolves; then stop its pipelines cleanly (their
@@ -85,18 +100,21 @@ pub async fn run(
         desired: watch::channel(None).0,
         changed: Notify::new(),
         linked_to: std::sync::Mutex::new(None),
+        lease: lease::Lease::default(),
     });
     let app = Router::new()
         .route("/health", get(health))
         .with_state(worker.clone());
     let link = tokio::spawn(worker.clone().link_loop());
     let reconciler = tokio::spawn(worker.clone().reconcile_loop());
+    let fence = tokio::spawn(worker.clone().fence_loop());
     tracing::info!(worker_id = %worker.config.worker_id, addr = %listener.local_addr()?, "worker listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     link.abort();
     reconciler.abort();
+    fence.abort();
     let running: Vec<Running> = worker.lock().drain().map(|(_, r)| r).collect();
     for r in running {
         r.pipeline.stop().await;
@@ -116,6 +134,7 @@ async fn health(State(w): State<Arc<Worker>>) -> Json<serde_json::Value> {
         "role": "worker",
         "worker_id": w.config.worker_id,
         "linked_to": linked,
+        "lease_ms_left": w.lease.remaining().as_millis() as u64,
         "pipelines": metrics,
     }))
 }
@@ -227,6 +246,7 @@ impl Worker {
 
     async fn rest_heartbeat(&self) {
         let body = self.heartbeat_body().await;
+        let sent_at = tokio::time::Instant::now();
         for base in &self.config.coordinators {
             let url = format!(
                 "{base}/api/v1/cluster/workers/{}/heartbeat",
@@ -238,6 +258,9 @@ impl Worker {
             }
             if let Ok(r) = request.send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if let Some(ms) = v.get("lease_ms").and_then(|l| l.as_u64()) {
+                        self.renew(sent_at, Duration::from_millis(ms));
+                    }
                     if let Some(a) = v.get("assignments") {
                         if let Ok(assignments) =
                             serde_json::from_value::<Vec<Assignment>>(a.clone())
@@ -265,7 +288,7 @@ impl Worker {
         };
         ws.send(Message::Text(serde_json::to_string(&identify)?.into()))
             .await?;
-        let interval = loop {
+        let terms = loop {
             let frame = tokio::time::timeout(COORDINATOR_TIMEOUT, ws.next())
                 .await
                 .map_err(|_| anyhow!("{url}: no IdentifyAck"))?;
@@ -273,8 +296,22 @@ impl Worker {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text)? {
                     WsMessage::IdentifyAck {
                         heartbeat_interval_secs,
+                        heartbeat_interval_ms,
+                        lease_ms,
+                        link_deadline_ms,
                         ..
-                    } => break Duration::from_secs(heartbeat_interval_secs.max(1)),
+                    } => {
+                        let heartbeat = heartbeat_interval_ms
+                            .map(Duration::from_millis)
+                            .unwrap_or(Duration::from_secs(heartbeat_interval_secs.max(1)));
+                        break LinkTerms {
+                            heartbeat,
+                            lease: lease_ms.map(Duration::from_millis),
+                            deadline: link_deadline_ms
+                                .map(Duration::from_millis)
+                                .unwrap_or(3 * heartbeat),
+                        };
+                    }
                     WsMessage::Error { message } => bail!("{url}: {message}"),
                     other => bail!("{url}: expected IdentifyAck, got {other:?}"),
                 },
@@ -285,65 +322,140 @@ impl Worker {
         };
         tracing::info!(%base, "link up");
         *self.linked_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(base.to_string());
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval(terms.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Send times of the heartbeats not acknowledged yet (acks come back in order).
+        let mut sent: VecDeque<tokio::time::Instant> = VecDeque::new();
+        // The link's read deadline counts from the last lease renewal through it; until the
+        // first one (a cluster still electing its first leader) and for a coordinator that
+        // grants none, from the last frame. A frozen or cut-off coordinator is left after it.
+        let mut last_good = tokio::time::Instant::now();
+        let mut renewed_here = false;
         loop {
-            tokio::select! {
-                frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text) {
-                        Ok(WsMessage::Assignments { assignments }) => {
-                            self.desired.send_replace(Some(assignments));
+            let send_heartbeat = tokio::select! {
+                frame = ws.next() => {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text) {
+                            Ok(WsMessage::Assignments { assignments }) => {
+                                self.desired.send_replace(Some(assignments));
+                            }
+                            Ok(WsMessage::HeartbeatAck { lease_ms }) => {
+                                let sent_at = sent.pop_front();
+                                match (lease_ms, sent_at) {
+                                    (Some(ms), Some(at)) => {
+                                        self.renew(at, Duration::from_millis(ms));
+                                        last_good = tokio::time::Instant::now();
+                                        renewed_here = true;
+                                    }
+                                    _ if !renewed_here || terms.lease.is_none() => {
+                                        last_good = tokio::time::Instant::now();
+                                    }
+                                    _ => tracing::debug!(%base, "heartbeat acknowledged without a lease"),
+                                }
+                            }
+                            Ok(WsMessage::Error { message }) => return Ok(format!("coordinator error: {message}")),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("bad frame from {base}: {e}"),
+                        },
+                        // tungstenite queues the Pong; flush so it leaves now, not with the next heartbeat.
+                        Some(Ok(Message::Ping(_))) => {
+                            if !renewed_here || terms.lease.is_none() {
+                                last_good = tokio::time::Instant::now();
+                            }
+                            let _ = ws.flush().await;
                         }
-                        Ok(WsMessage::Error { message }) => return Ok(format!("coordinator error: {message}")),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("bad frame from {base}: {e}"),
-                    },
-                    // tungstenite queues the Pong; flush so it leaves now, not with the next heartbeat.
-                    Some(Ok(Message::Ping(_))) => { let _ = ws.flush().await; }
-                    Some(Ok(Message::Close(_))) | None => return Ok("closed by coordinator".into()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Ok(format!("WebSocket error: {e}")),
-                },
-                _ = tick.tick() => {
-                    let hb = WsMessage::Heartbeat(self.heartbeat_body().await);
-                    if let Err(e) = ws.send(Message::Text(serde_json::to_string(&hb)?.into())).await {
-                        return Ok(format!("send failed: {e}"));
+                        Some(Ok(Message::Close(_))) | None => return Ok("closed by coordinator".into()),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ok(format!("WebSocket error: {e}")),
                     }
+                    false
                 }
-                _ = self.changed.notified() => {
-                    let hb = WsMessage::Heartbeat(self.heartbeat_body().await);
-                    if let Err(e) = ws.send(Message::Text(serde_json::to_string(&hb)?.into())).await {
-                        return Ok(format!("send failed: {e}"));
-                    }
+                _ = tokio::time::sleep_until(last_good + terms.deadline) => {
+                    return Ok(format!(
+                        "no lease renewal for {} ms (read deadline): the coordinator is frozen or out of touch with its quorum",
+                        terms.deadline.as_millis()
+                    ));
+                }
+                _ = tick.tick() => true,
+                _ = self.changed.notified() => true,
+            };
+            if send_heartbeat {
+                let hb = WsMessage::Heartbeat(self.heartbeat_body().await);
+                sent.push_back(tokio::time::Instant::now());
+                if let Err(e) = ws
+                    .send(Message::Text(serde_json::to_string(&hb)?.into()))
+                    .await
+                {
+                    return Ok(format!("send failed: {e}"));
                 }
             }
         }
     }
 
-    /// Converge to the latest assignments whenever they change; retry failed starts.
+    /// A lease renewal: after a lapse, converge again (pipelines stopped by the fence restart).
+    fn renew(&self, sent_at: tokio::time::Instant, length: Duration) {
+        let revived = self.lease.renew(sent_at, length);
+        if let Some((begin, _)) = self.lease.fence_times() {
+            for r in self.lock().values() {
+                r.pipeline.fence_at(begin);
+            }
+        }
+        if revived {
+            tracing::info!("lease renewed after a lapse: resuming assigned pipelines");
+            self.desired.send_modify(|_| {});
+        }
+    }
+
+    /// Stop every pipeline when the lease runs out: a clean stop begun one stop budget before
+    /// it ends, the connections dropped at its end. Sessions stay in the broker, untouched.
+    async fn fence_loop(self: Arc<Self>) {
+        loop {
+            let changed = self.lease.changed.notified();
+            let Some((begin, end)) = self.lease.fence_times() else {
+                changed.await;
+                continue;
+            };
+            if tokio::time::Instant::now() < begin {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(begin) => {}
+                    _ = changed => {}
+                }
+                continue;
+            }
+            let fenced: Vec<(String, Running)> = self.lock().drain().collect();
+            if !fenced.is_empty() {
+                tracing::warn!(
+                    count = fenced.len(),
+                    "lease lapsed: stopping every pipeline (sessions left for their next owner)"
+                );
+                let stops = fenced.into_iter().map(|(_, r)| r.pipeline.stop_by(end));
+                futures::future::join_all(stops).await;
+                self.changed.notify_one();
+            }
+            changed.await;
+        }
+    }
+
+    /// Converge to the latest assignments whenever they change, and every [`START_RETRY`]
+    /// (failed starts, pipelines that stopped themselves when their lease ended).
     async fn reconcile_loop(self: Arc<Self>) {
         let mut rx = self.desired.subscribe();
-        let mut retry = false;
         loop {
-            if retry {
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = tokio::time::sleep(START_RETRY) => {}
-                }
-            } else if rx.changed().await.is_err() {
-                return;
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(START_RETRY) => {}
             }
             let Some(assignments) = rx.borrow_and_update().clone() else {
                 continue;
             };
-            retry = !self.reconcile(assignments).await;
+            self.reconcile(assignments).await;
         }
     }
 
-    /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch), so a
-    /// pipeline's session is released before anyone else's copy takes it; then start the rest.
-    /// Returns false when a start failed.
-    async fn reconcile(&self, assignments: Vec<Assignment>) -> bool {
+    /// Converge to `assignments`: first stop what is no longer ours (or at an old epoch, or of
+    /// another source), so a pipeline's session is released before anyone else's copy takes it;
+    /// then start the rest (a failed start is retried by the loop's next pass).
+    async fn reconcile(&self, assignments: Vec<Assignment>) {
         let desired: HashMap<String, Assignment> = assignments
             .into_iter()
             .map(|a| (a.pipeline_id.clone(), a))
@@ -353,7 +465,10 @@ impl Worker {
             let ids: Vec<String> = pipelines
                 .iter()
                 .filter(|(id, r)| {
-                    desired.get(*id).map(|a| a.epoch) != Some(r.epoch) || !r.pipeline.is_running()
+                    desired
+                        .get(*id)
+                        .is_none_or(|a| a.epoch != r.epoch || a.source != r.source)
+                        || !r.pipeline.is_running()
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -366,9 +481,13 @@ impl Worker {
             tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
             r.pipeline.stop().await;
         }
-        let mut all_started = true;
         for (id, a) in desired {
             if self.lock().contains_key(&id) {
+                continue;
+            }
+            if !self.lease.valid() {
+                // Not without a lease; its renewal converges again.
+                tracing::debug!(pipeline_id = %id, "not starting: no valid lease");
                 continue;
             }
             let program = match vpl::parse(&a.source) {
@@ -390,11 +509,25 @@ impl Worker {
             };
             match runtime::start(spec).await {
                 Ok(pipeline) => {
+                    if !self.lease.valid() {
+                        // The lease ran out while it started: the fence may have run already.
+                        tracing::warn!(pipeline_id = %id, "lease lapsed during start; stopping it");
+                        let end = self
+                            .lease
+                            .fence_times()
+                            .map_or_else(tokio::time::Instant::now, |(_, e)| e);
+                        pipeline.stop_by(end).await;
+                        continue;
+                    }
+                    if let Some((begin, _)) = self.lease.fence_times() {
+                        pipeline.fence_at(begin);
+                    }
                     tracing::info!(pipeline_id = %id, epoch = a.epoch, "pipeline running");
                     self.lock().insert(
                         id,
                         Running {
                             epoch: a.epoch,
+                            source: a.source.clone(),
                             pipeline,
                         },
                     );
@@ -402,13 +535,11 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(pipeline_id = %id, "start failed: {e:#}");
-                    all_started = false;
                 }
             }
         }
         if changed {
             self.changed.notify_one();
         }
-        all_started
     }
 }

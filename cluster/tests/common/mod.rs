@@ -24,7 +24,11 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     broker: Option<(Child, u16)>,
     workers: std::collections::BTreeMap<String, Child>,
+    /// Worker id → its API port.
+    worker_ports: std::collections::BTreeMap<String, u16>,
     pub extra_args: Vec<String>,
+    /// Raft timings: heartbeat, election min, election max (ms).
+    pub raft: (u64, u64, u64),
     http: reqwest::Client,
 }
 
@@ -47,7 +51,9 @@ impl Cluster {
             children: vec![None, None, None],
             broker: None,
             workers: Default::default(),
+            worker_ports: Default::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            raft: (HEARTBEAT_MS, ELECTION_MIN_MS, ELECTION_MAX_MS),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -71,6 +77,30 @@ impl Cluster {
     }
 
     pub fn start(&mut self, id: u64) {
+        let peers = self.peers();
+        self.start_with_peers(id, &peers);
+    }
+
+    /// Wait (bounded) for one of the coordinators `ids` to exit on its own: (id, exit code).
+    pub fn wait_any_exit(&mut self, ids: &[u64], why: &str) -> (u64, Option<i32>) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            for &id in ids {
+                let slot = &mut self.children[id as usize - 1];
+                let Some(child) = slot.as_mut() else { continue };
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    *slot = None;
+                    return (id, status.code());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dump_logs();
+        panic!("none of coordinators {ids:?} exited within {WAIT:?}: {why}");
+    }
+
+    /// Start coordinator `id` with the given `--peers` (normally [`Cluster::peers`]).
+    pub fn start_with_peers(&mut self, id: u64, peers: &str) {
         assert!(
             self.children[id as usize - 1].is_none(),
             "coordinator-{id} already running"
@@ -88,7 +118,7 @@ impl Cluster {
                 "--listen",
                 &format!("127.0.0.1:{}", self.ports[id as usize - 1]),
                 "--peers",
-                &self.peers(),
+                peers,
                 "--data-dir",
                 &self
                     .dir
@@ -97,11 +127,11 @@ impl Cluster {
                     .display()
                     .to_string(),
                 "--heartbeat-ms",
-                &HEARTBEAT_MS.to_string(),
+                &self.raft.0.to_string(),
                 "--election-min-ms",
-                &ELECTION_MIN_MS.to_string(),
+                &self.raft.1.to_string(),
                 "--election-max-ms",
-                &ELECTION_MAX_MS.to_string(),
+                &self.raft.2.to_string(),
                 "--api-key",
                 API_KEY,
             ])
@@ -211,6 +241,11 @@ impl Cluster {
         port
     }
 
+    /// The broker's MQTT port.
+    pub fn broker_port(&self) -> u16 {
+        self.broker.as_ref().expect("broker started").1
+    }
+
     /// Start a worker whose link goes to `coordinators` in that order (home first).
     pub fn start_worker(&mut self, id: &str, coordinators: &[u64]) {
         let broker = self.broker.as_ref().expect("start the broker first").1;
@@ -234,6 +269,54 @@ impl Cluster {
         .collect();
         let child = self.spawn_logged(id, &args);
         self.workers.insert(id.to_string(), child);
+        self.worker_ports.insert(id.to_string(), port);
+    }
+
+    /// A worker's own `/health` (its running pipelines, its link, its lease).
+    pub async fn worker_health(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        let port = self.worker_ports[id];
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// SIGSTOP (or SIGCONT, `pause = false`) worker `id`.
+    pub fn pause_worker(&self, id: &str, pause: bool) {
+        use nix::sys::signal::Signal;
+        let child = self
+            .workers
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not running"));
+        let signal = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} {id}: {e}"));
+    }
+
+    /// SIGSTOP coordinator `id` (its sockets stay open, it answers nothing).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT coordinator `id`.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: nix::sys::signal::Signal) {
+        let child = self.children[id as usize - 1]
+            .as_ref()
+            .unwrap_or_else(|| panic!("coordinator-{id} is not running"));
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal} coordinator-{id}: {e}"));
     }
 
     /// SIGKILL a worker and reap it.
@@ -320,10 +403,19 @@ impl Drop for Cluster {
             .map(|(c, _)| c)
             .chain(self.workers.values_mut());
         for child in extra {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
         for child in self.children.iter_mut().flatten() {
+            // A paused child still dies of SIGKILL; SIGCONT first so nothing lingers stopped.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -139,6 +139,11 @@ pub trait Backend: Send {
         let name = self.name();
         async move { anyhow::bail!("the {name} backend cannot heal {node}") }
     }
+    /// Delete a stopped node's data dir (only backends declaring `Fault::Wipe`).
+    fn wipe(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
+        let name = self.name();
+        async move { anyhow::bail!("the {name} backend cannot wipe {node}") }
+    }
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

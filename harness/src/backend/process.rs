@@ -20,7 +20,13 @@ use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
 /// Faults the process backend injects (partitions need a proxy or namespaces: not yet).
-pub const FAULTS: &[Fault] = &[Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart];
+pub const FAULTS: &[Fault] = &[
+    Fault::Kill,
+    Fault::Stop,
+    Fault::Pause,
+    Fault::Restart,
+    Fault::Wipe,
+];
 
 /// How long a SIGTERMed node may take to exit before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -71,15 +77,14 @@ impl ProcessBackend {
             listen: format!("127.0.0.1:{}", self.ports[&node]),
             coordinator_url: &coordinator_url,
             mqtt_url: format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
-            data_dir: self
-                .run_dir
-                .join("data")
-                .join(node.to_string())
-                .display()
-                .to_string(),
+            data_dir: self.data_dir(node).display().to_string(),
             advertise: None,
         };
         Ok(super::node_args(&self.spec, node, &addressing))
+    }
+
+    fn data_dir(&self, node: NodeName) -> std::path::PathBuf {
+        self.run_dir.join("data").join(node.to_string())
     }
 
     fn log_file(&self, node: NodeName) -> anyhow::Result<File> {
@@ -245,6 +250,19 @@ impl Backend for ProcessBackend {
             self.kill_now(node).await?;
         }
         Ok(at)
+    }
+
+    async fn wipe(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+        if self.children.contains_key(&node) {
+            bail!("{node} is running: stop or kill it before wiping its data dir");
+        }
+        let dir = self.data_dir(node);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("wipe {}", dir.display())),
+        }
+        Ok(now_us())
     }
 
     async fn pause(&mut self, node: NodeName) -> anyhow::Result<WallUs> {

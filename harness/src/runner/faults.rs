@@ -186,4 +186,24 @@ impl<B: Backend> Runner<B> {
         }
         Ok(())
     }
+
+    /// `wipe`: delete a stopped node's data dir (a lost disk).
+    pub(super) async fn wipe(
+        &mut self,
+        a: &crate::step::FaultArgs,
+        trial: &mut Trial,
+    ) -> anyhow::Result<String> {
+        let binding = self.resolve(&a.target, trial).await?;
+        let node = binding.node;
+        let at = self.backend.wipe(node).await?;
+        self.record_fault(at, "wipe", node, "data dir deleted");
+        if let Some(name) = &a.bind {
+            trial.bindings.insert(name.clone(), binding);
+        }
+        trial.mark(
+            &a.mark,
+            Mark::action(at, format!("{node} data dir deleted")),
+        );
+        Ok(format!("{node}: data dir deleted"))
+    }
 }

@@ -226,6 +226,8 @@ impl<B: Backend> Runner<B> {
             | Step::Partition(a)
             | Step::Heal(a) => self.fault(step, a, trial).await,
             Step::Restart(a) => self.restart(a, trial).await,
+            Step::Wipe(a) => self.wipe(a, trial).await,
+            Step::MeasureGap(a) => self.measure_gap(a, trial),
             Step::AwaitLeader(a) => self.await_leader_step(a, trial).await,
             Step::AwaitRole(a) => self.await_role_step(a, trial).await,
             Step::AssertLeaderChanged(a) => self.assert_leader_changed(a, trial).await,

@@ -392,3 +392,73 @@ fn describe_counts(c: &Counts) -> String {
         per.join(", ")
     )
 }
+
+impl<B: Backend> Runner<B> {
+    /// `measure_gap`: the longest stretch between two marks in which `pipeline` delivered
+    /// nothing (first well-formed arrivals of this trial's events), as a sample.
+    pub(super) fn measure_gap(
+        &mut self,
+        a: &crate::step::MeasureGapArgs,
+        trial: &mut Trial,
+    ) -> anyhow::Result<String> {
+        let from = trial.mark_at(&a.from)?.at_us;
+        let to = trial.mark_at(&a.to)?.at_us;
+        let window = trial.window.clone().unwrap_or(0..0);
+        let arrivals = self
+            .rig()?
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_arrivals(window, &a.pipeline);
+        let (gap_us, at_us) = longest_gap(&arrivals, from, to);
+        let how = format!(
+            "{} silent from {} ms after {} ({} deliveries in the window)",
+            a.pipeline,
+            at_us.saturating_sub(from) / 1000,
+            a.from,
+            arrivals.len()
+        );
+        trial.samples.push(crate::record::Sample {
+            name: a.name.clone(),
+            value_us: gap_us,
+            how: how.clone(),
+            method: "per event".into(),
+            resolution_us: 0,
+            floor: None,
+        });
+        Ok(format!("{} = {} ms: {how}", a.name, gap_us / 1000))
+    }
+}
+
+/// The longest stretch without a delivery within `[from_us, to_us]`, given the first-arrival
+/// times of one pipeline's events (any order): `(length_us, starts_at_us)`. The edges count:
+/// from `from_us` to the first arrival, and from the last arrival to `to_us`.
+fn longest_gap(arrivals: &[u64], from_us: u64, to_us: u64) -> (u64, u64) {
+    let mut inside: Vec<u64> = arrivals
+        .iter()
+        .copied()
+        .filter(|t| (from_us..=to_us).contains(t))
+        .collect();
+    inside.sort_unstable();
+    let mut best = (0, from_us);
+    let mut last = from_us;
+    for t in inside.into_iter().chain(std::iter::once(to_us)) {
+        if t - last > best.0 {
+            best = (t - last, last);
+        }
+        last = t;
+    }
+    best
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::longest_gap;
+
+    #[test]
+    fn the_longest_silence_counts_the_edges() {
+        assert_eq!(longest_gap(&[], 10, 50), (40, 10));
+        assert_eq!(longest_gap(&[30, 12, 14, 99], 10, 50), (20, 30));
+        assert_eq!(longest_gap(&[12, 48], 10, 50), (36, 12));
+    }
+}

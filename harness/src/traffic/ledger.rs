@@ -273,6 +273,19 @@ impl Ledger {
         check::window(&self.history, window, self.history.rows()).counts
     }
 
+    /// The first well-formed arrival time of each seq of `window` handled by `pipeline`, in
+    /// arrival order (for `measure_gap`: how long a pipeline delivered nothing).
+    pub fn first_arrivals(&self, window: Range<u64>, pipeline: &str) -> Vec<u64> {
+        let mut seen = std::collections::HashSet::new();
+        self.history
+            .arrivals
+            .iter()
+            .filter(|a| window.contains(&a.seq) && a.wrong == 0 && pipeline_of(a.seq) == pipeline)
+            .filter(|a| seen.insert(a.seq))
+            .map(|a| a.at_us)
+            .collect()
+    }
+
     /// How many expected seqs of `window` were delivered, of how many: `(delivered, expected)`.
     /// Cheaper than [`Ledger::counts`], for waits that ask often.
     pub fn progress(&self, window: Range<u64>) -> (u64, u64) {
