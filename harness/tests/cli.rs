@@ -474,3 +474,37 @@ fn t60_a_late_copy_fails_the_phase_that_published_it() {
         "{results}"
     );
 }
+
+/// `--phases 5,2`: after the leader's kill its workers move their links; once it is back they
+/// move them home again, so phase 2's 2/1/1 holds whatever ran before it (it failed before
+/// workers returned home: coordinator-1: 3 WS, coordinator-3: 0 WS).
+#[test]
+fn t70_links_return_home_so_phase_2_holds_after_a_leader_kill() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = harness(
+        &[
+            "--phases",
+            "5,2",
+            "--grace-ms",
+            "500",
+            "--ping-interval-ms",
+            "100",
+            "--ping-dead-ms",
+            "300",
+            "--seed",
+            "3",
+            "--phases-dir",
+            &repo_phases().display().to_string(),
+        ],
+        out.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary = read_summary(out.path());
+    let ids: Vec<&str> = summary["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["0", "5", "2"]);
+}

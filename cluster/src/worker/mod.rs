@@ -34,6 +34,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Re-registrations in a row before moving on to the next coordinator anyway.
 const MAX_REREGISTRATIONS: u32 = 3;
+/// How often a worker linked away from home asks whether home answers again.
+const REHOME_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound of that question: a frozen home is simply "not back".
+const REHOME_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A session's end that sends the link home rather than to the next coordinator.
+const GO_HOME: &str = "home coordinator answers again: moving the link home";
 /// Re-check interval of the reconciler: failed starts (e.g. the broker is unreachable) and
 /// pipelines that stopped themselves when their lease ended are started again.
 const START_RETRY: Duration = Duration::from_millis(500);
@@ -79,6 +85,8 @@ struct Worker {
     changed: Notify,
     linked_to: std::sync::Mutex<Option<String>>,
     lease: lease::Lease,
+    /// Linked away from home, and the home coordinator answered `/ready` at the last look.
+    home_ready: std::sync::atomic::AtomicBool,
 }
 
 /// Run a worker on `listener` until `shutdown` resolves; then stop its pipelines cleanly (their
@@ -101,6 +109,7 @@ pub async fn run(
         changed: Notify::new(),
         linked_to: std::sync::Mutex::new(None),
         lease: lease::Lease::default(),
+        home_ready: std::sync::atomic::AtomicBool::new(false),
     });
     let app = Router::new()
         .route("/health", get(health))
@@ -108,6 +117,7 @@ pub async fn run(
     let link = tokio::spawn(worker.clone().link_loop());
     let reconciler = tokio::spawn(worker.clone().reconcile_loop());
     let fence = tokio::spawn(worker.clone().fence_loop());
+    let home_watch = tokio::spawn(worker.clone().home_watch());
     tracing::info!(worker_id = %worker.config.worker_id, addr = %listener.local_addr()?, "worker listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -115,6 +125,7 @@ pub async fn run(
     link.abort();
     reconciler.abort();
     fence.abort();
+    home_watch.abort();
     let running: Vec<Running> = worker.lock().drain().map(|(_, r)| r).collect();
     for r in running {
         r.pipeline.stop().await;
@@ -212,6 +223,14 @@ impl Worker {
         loop {
             let base = self.config.coordinators[index].clone();
             match self.session(&base).await {
+                Ok(reason) if reason == GO_HOME => {
+                    tracing::info!(%base, "{reason}");
+                    failures_in_round = 0;
+                    reregistrations = 0;
+                    *self.linked_to.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    index = 0;
+                    continue;
+                }
                 Ok(reason) => {
                     tracing::warn!(%base, %reason, "link ended; moving to the next coordinator");
                     failures_in_round = 0;
@@ -331,8 +350,17 @@ impl Worker {
         // grants none, from the last frame. A frozen or cut-off coordinator is left after it.
         let mut last_good = tokio::time::Instant::now();
         let mut renewed_here = false;
+        let away = base != self.config.coordinators[0];
+        let mut rehome = tokio::time::interval(REHOME_INTERVAL);
+        rehome.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let send_heartbeat = tokio::select! {
+                _ = rehome.tick(), if away => {
+                    if self.home_ready.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        return Ok(GO_HOME.into());
+                    }
+                    false
+                }
                 frame = ws.next() => {
                     match frame {
                         Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsMessage>(&text) {
@@ -389,6 +417,32 @@ impl Worker {
                     return Ok(format!("send failed: {e}"));
                 }
             }
+        }
+    }
+
+    /// While linked away from home, ask the home coordinator every [`REHOME_INTERVAL`] whether
+    /// it answers `/ready` (knows a leader); the session then moves the link home, so links
+    /// return to their homes after a coordinator failure instead of piling up on the survivors.
+    /// The probe runs here, apart from the session, so a frozen home never delays a heartbeat.
+    async fn home_watch(self: Arc<Self>) {
+        let home = self.config.coordinators[0].clone();
+        loop {
+            tokio::time::sleep(REHOME_INTERVAL).await;
+            let linked = self
+                .linked_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let away = linked.is_some_and(|b| b != home);
+            let ready = away
+                && tokio::time::timeout(
+                    REHOME_PROBE_TIMEOUT,
+                    self.http.get(format!("{home}/ready")).send(),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+            self.home_ready
+                .store(ready, std::sync::atomic::Ordering::SeqCst);
         }
     }
 

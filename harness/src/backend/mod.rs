@@ -144,6 +144,13 @@ pub trait Backend: Send {
         let name = self.name();
         async move { anyhow::bail!("the {name} backend cannot wipe {node}") }
     }
+    /// If `node` was started and has exited by itself since, why: its exit status and the last
+    /// lines of its log (a node refusing its configuration exits at once; no wait should run
+    /// out its timeout on it). Backends that cannot tell answer `None`.
+    fn exited(&mut self, node: NodeName) -> Option<String> {
+        let _ = node;
+        None
+    }
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

@@ -186,6 +186,20 @@ impl Backend for ProcessBackend {
         }
     }
 
+    fn exited(&mut self, node: NodeName) -> Option<String> {
+        let status = self.children.get_mut(&node)?.try_wait().ok()??;
+        self.children.remove(&node);
+        self.paused.remove(&node);
+        let path = self.run_dir.join("logs").join(format!("{node}.log"));
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!(
+            "{status}; last lines of logs/{node}.log: {}",
+            tail.join(" | ")
+        ))
+    }
+
     async fn start(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
         if self.children.contains_key(&node) {
             bail!("{node} is already running");

@@ -150,6 +150,12 @@ impl<B: Backend> Runner<B> {
                         .map_err(anyhow::Error::from)
                 }
             };
+            if answer.is_ok() {
+                return Ok(Poll::Ready(()));
+            }
+            if let Some(why) = self.backend.exited(node) {
+                bail!("{node} exited while starting ({why})")
+            }
             match answer {
                 Ok(()) => Ok(Poll::Ready(())),
                 Err(e) if self.backend.state(node) == NodeState::Down => {
