@@ -423,7 +423,8 @@ impl<B: Backend> Runner<B> {
             value_us: gap_us,
             how: how.clone(),
             method: "per event".into(),
-            resolution_us: 0,
+            // Arrival times are µs timestamps taken as each output came in.
+            resolution_us: 1,
             floor: None,
         });
         Ok(format!("{} = {} ms: {how}", a.name, gap_us / 1000))
