@@ -485,12 +485,6 @@ fn t70_links_return_home_so_phase_2_holds_after_a_leader_kill() {
         &[
             "--phases",
             "5,2",
-            "--grace-ms",
-            "500",
-            "--ping-interval-ms",
-            "100",
-            "--ping-dead-ms",
-            "300",
             "--seed",
             "3",
             "--phases-dir",

@@ -36,6 +36,10 @@ const REST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 const MAX_REREGISTRATIONS: u32 = 3;
 /// How often a worker linked away from home asks whether home answers again.
 const REHOME_INTERVAL: Duration = Duration::from_secs(1);
+/// Answers in a row home must give before the link moves back: a coordinator that just
+/// restarted knows a leader before it can grant a lease (its log and the worker's registration
+/// still catching up), and a link moved there too soon would run out the worker's lease.
+const REHOME_STABLE_PROBES: u32 = 3;
 /// Bound of that question: a frozen home is simply "not back".
 const REHOME_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A session's end that sends the link home rather than to the next coordinator.
@@ -421,11 +425,13 @@ impl Worker {
     }
 
     /// While linked away from home, ask the home coordinator every [`REHOME_INTERVAL`] whether
-    /// it answers `/ready` (knows a leader); the session then moves the link home, so links
+    /// it answers `/ready` (knows a leader); after [`REHOME_STABLE_PROBES`] answers in a row the
+    /// session moves the link home, so links
     /// return to their homes after a coordinator failure instead of piling up on the survivors.
     /// The probe runs here, apart from the session, so a frozen home never delays a heartbeat.
     async fn home_watch(self: Arc<Self>) {
         let home = self.config.coordinators[0].clone();
+        let mut in_a_row = 0;
         loop {
             tokio::time::sleep(REHOME_INTERVAL).await;
             let linked = self
@@ -441,8 +447,11 @@ impl Worker {
                 )
                 .await
                 .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
-            self.home_ready
-                .store(ready, std::sync::atomic::Ordering::SeqCst);
+            in_a_row = if ready { in_a_row + 1 } else { 0 };
+            self.home_ready.store(
+                in_a_row >= REHOME_STABLE_PROBES,
+                std::sync::atomic::Ordering::SeqCst,
+            );
         }
     }
 
