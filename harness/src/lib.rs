@@ -13,6 +13,7 @@ pub mod figure;
 pub mod phase;
 pub mod poll;
 pub mod probe;
+pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;

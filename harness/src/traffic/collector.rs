@@ -240,7 +240,7 @@ impl Collecting {
 }
 
 /// The seq an output names, and whether it is the event as sent; `None` if it names no seq.
-fn decode(payload: &[u8]) -> Option<(u64, bool)> {
+pub fn decode(payload: &[u8]) -> Option<(u64, bool)> {
     if let Ok(reading) = serde_json::from_slice::<SensorReading>(payload) {
         return Some((reading.seq, reading.is_faithful()));
     }

@@ -137,6 +137,15 @@ pub struct Counts {
     /// Wall-clock µs of each first well-formed delivery, in seq order (for the timeline).
     #[serde(default)]
     pub delivered_at_us: Vec<u64>,
+    /// Send times (wall-clock µs) of the lost seqs, in seq order (for the timeline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_sent_at_us: Vec<u64>,
+    /// Send time of the seq of every extra copy (a seq arriving 3 times appears twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicated_sent_at_us: Vec<u64>,
+    /// Send times of the matching seqs whose publish was never acked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_sent_at_us: Vec<u64>,
     /// The same tallies split by the pipeline that handles each seq.
     pub per_pipeline: BTreeMap<String, PipelineCounts>,
 }
@@ -229,8 +238,12 @@ impl Ledger {
                     counts.published += 1;
                     counts.duplicated += extra_copies;
                     pipeline.duplicated += extra_copies;
+                    counts
+                        .duplicated_sent_at_us
+                        .extend((0..extra_copies).map(|_| publication.sent_at_us));
                     if !publication.acked {
                         counts.unknown += 1;
+                        counts.unknown_sent_at_us.push(publication.sent_at_us);
                         continue;
                     }
                     counts.expected += 1;
@@ -247,6 +260,7 @@ impl Ledger {
                         None => {
                             counts.lost += 1;
                             pipeline.lost += 1;
+                            counts.lost_sent_at_us.push(publication.sent_at_us);
                         }
                     }
                 }
@@ -258,6 +272,15 @@ impl Ledger {
             }
         }
         counts
+    }
+
+    /// Run-wide, for progress: matching seqs delivered (well-formed) at least once, whether or
+    /// not their publish is settled in the ledger yet.
+    pub fn delivered_matching(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(&seq, e)| is_matching(seq) && e.copies > 0)
+            .count() as u64
     }
 
     /// How many expected seqs of `window` were delivered, of how many: `(delivered, expected)`.
@@ -368,6 +391,31 @@ mod tests {
         // A third copy is a second extra copy.
         ledger.delivered(4, 6, true);
         assert_eq!(ledger.counts(1..11).duplicated, 2);
+    }
+
+    #[test]
+    fn send_times_of_lost_duplicated_and_unknown() {
+        let mut ledger = Ledger::new();
+        // Matching seqs 2, 4, 6, 8 sent at seq × 1000 µs; 8's publish is never acked.
+        for seq in [2, 4, 6] {
+            ledger.published(seq, seq * 1000, true);
+        }
+        ledger.published(8, 8000, false);
+        // 2 arrives three times, 4 never, 6 once.
+        for seq in [2, 2, 2, 6] {
+            ledger.delivered(seq, 50_000, true);
+        }
+        let counts = ledger.counts(1..10);
+        assert_eq!(counts.lost_sent_at_us, vec![4000]);
+        assert_eq!(counts.duplicated_sent_at_us, vec![2000, 2000]);
+        assert_eq!(counts.unknown_sent_at_us, vec![8000]);
+        assert_eq!(counts.delivered_at_us, vec![50_000, 50_000]);
+        assert_eq!(counts.latency_us, vec![48_000, 44_000]);
+        assert_eq!(ledger.delivered_matching(), 2);
+        // A filtered (odd) seq is not counted; a delivery not yet settled as published is.
+        ledger.delivered(9, 60_000, true);
+        ledger.delivered(10, 60_000, true);
+        assert_eq!(ledger.delivered_matching(), 3);
     }
 
     #[test]
