@@ -297,7 +297,13 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
     if let Ok(cargo) = std::env::var("CARGO") {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "cluster", "--bin", "cluster"]);
+        // `-p harness` too: cargo then resolves features for both packages together, exactly as
+        // for the harness's own build (whose graph holds the cluster library), so every shared
+        // dependency is already built and only the binary is compiled and linked. `-p cluster`
+        // alone resolves its own, narrower feature set and rebuilds the shared crates (minutes).
+        build.args([
+            "build", "--quiet", "-p", "harness", "-p", "cluster", "--bin", "cluster",
+        ]);
         if release {
             build.arg("--release");
         }
@@ -347,7 +353,10 @@ pub fn locate_static_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<Pa
         let mut build = Command::new(cargo);
         build
             .args([
-                "build", "--quiet", "-p", "cluster", "--bin", "cluster", "--target", &triple,
+                // `-p harness` for the same feature resolution as the harness's build (see
+                // `locate_cluster_bin`): host-side crates (build scripts, proc macros) can match.
+                "build", "--quiet", "-p", "harness", "-p", "cluster", "--bin", "cluster",
+                "--target", &triple,
             ])
             .arg("--target-dir")
             .arg(target_dir)
