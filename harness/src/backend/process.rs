@@ -282,8 +282,9 @@ impl Drop for ProcessBackend {
 /// Find the `cluster` binary, building it first when the harness runs under `cargo run`.
 ///
 /// Order: `explicit` (flag or `HARNESS_CLUSTER_BIN`); else, under cargo (`CARGO` is set),
-/// `cargo build -p cluster` with the harness's own profile, so a fresh clone needs nothing but
-/// `cargo run -p harness`; else the `cluster` file next to the harness executable.
+/// `cargo build -p harness -p cluster --bin cluster` with the harness's own profile (reusing
+/// the harness's build), so a fresh clone needs nothing but `cargo run -p harness`; else the
+/// `cluster` file next to the harness executable.
 pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         if path.is_file() {
@@ -311,12 +312,12 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
             build.arg("--target-dir").arg(target_dir);
         }
         eprintln!(
-            "harness: building the cluster binary (cargo build -p cluster{})",
+            "harness: building the cluster binary (cargo build -p harness -p cluster --bin cluster{})",
             if release { " --release" } else { "" }
         );
-        let status = build.status().context("run cargo build -p cluster")?;
+        let status = build.status().context("run cargo build --bin cluster")?;
         if !status.success() {
-            bail!("cargo build -p cluster failed ({status})");
+            bail!("cargo build --bin cluster failed ({status})");
         }
     }
     if candidate.is_file() {

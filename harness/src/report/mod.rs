@@ -31,7 +31,11 @@ pub fn write_all(dir: &Path, data: &RunData) -> anyhow::Result<()> {
     write_timings_csv(&dir.join("timings.csv"), data)?;
     write_events_csv(&dir.join("events.csv"), data)?;
     write_timeline_csv(&dir.join("timeline.csv"), data)?;
-    plots::write_all(dir, data)?;
+    // A plot that cannot be drawn is a harness bug, but it must not cost the run its verdict
+    // (the exit code CI reads) nor the reports written above.
+    if let Err(e) = plots::write_all(dir, data) {
+        eprintln!("warning: plots not written: {e:#}");
+    }
     Ok(())
 }
 
