@@ -418,7 +418,8 @@ impl Timeline {
         // Whole decades, so the axis always has labelled powers of ten.
         let (lo, hi) = if lo.is_finite() {
             let lo = 10f64.powf(lo.log10().floor());
-            (lo, 10f64.powf(hi.log10().ceil()).max(lo * 10.0))
+            // At least two decades: one alone crowds its 1–9 labels together.
+            (lo, 10f64.powf(hi.log10().ceil()).max(lo * 100.0))
         } else {
             (0.1, 10.0)
         };
