@@ -1,7 +1,9 @@
 //! The ECDF of a figure: one step line per series (a run, or the one run), every sample a tick
 //! under the axis (the rug), the configuration's floor and ceiling as dashed lines, n and median
-//! in the legend. `harness compare` overlays several runs on one.
+//! in the legend; samples spread over two decades or more without a floor (latencies) get a log
+//! x axis. `harness compare` overlays several runs on one.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::style::{self, font, PALETTE};
@@ -10,6 +12,8 @@ use crate::record::Floor;
 
 /// More samples than this: the step line is thinned to this many points and no rug is drawn.
 pub const RUG_MAX: usize = 2000;
+/// Height of one rug row, in the y axis's units (fractions).
+const RUG_H: f64 = 0.05;
 
 /// One step line.
 #[derive(Debug, Clone)]
@@ -105,23 +109,73 @@ impl Ecdf {
         ((lo - pad).max(0.0), hi + pad)
     }
 
+    /// Samples spread over more than two decades (latencies) get a log x axis.
+    fn log_x(&self) -> bool {
+        let lo = self
+            .series
+            .iter()
+            .filter_map(|s| s.sorted_ms.first())
+            .fold(f64::INFINITY, |a, &b| a.min(b));
+        let hi = self
+            .series
+            .iter()
+            .filter_map(|s| s.sorted_ms.last())
+            .fold(0.0, |a: f64, &b| a.max(b));
+        self.floor.is_none() && lo > 0.0 && hi / lo >= 100.0
+    }
+
     pub fn draw<DB: DrawingBackend>(&self, root: &Area<DB>) -> anyhow::Result<()> {
         let area = style::header(root, &self.title, &self.caption)?;
-        let (x0, x1) = self.x_range();
         // One rug row per series under y = 0.
-        let rug_h = 0.05;
-        let y0 = -rug_h * self.series.len() as f64 - 0.01;
-        let mut chart = ChartBuilder::on(&area)
-            .margin_left(10)
-            .margin_right(25)
-            .margin_bottom(10)
-            .x_label_area_size(48)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..1.04)
-            .map_err(plot_err)?;
+        let y0 = -RUG_H * self.series.len() as f64 - 0.01;
+        let builder = || {
+            let mut b = ChartBuilder::on(&area);
+            b.margin_left(10)
+                .margin_right(25)
+                .margin_bottom(10)
+                .x_label_area_size(48)
+                .y_label_area_size(70);
+            b
+        };
+        if self.log_x() {
+            let lo = self
+                .series
+                .iter()
+                .filter_map(|s| s.sorted_ms.first())
+                .fold(f64::INFINITY, |a, &b| a.min(b));
+            let hi = self
+                .series
+                .iter()
+                .filter_map(|s| s.sorted_ms.last())
+                .fold(0.0, |a: f64, &b| a.max(b));
+            let (x0, x1) = (lo / 1.3, hi * 1.3);
+            let mut chart = builder()
+                .build_cartesian_2d((x0..x1).log_scale(), y0..1.04)
+                .map_err(plot_err)?;
+            self.plot(&mut chart, (x0, x1), y0, " (ms, log)")
+        } else {
+            let (x0, x1) = self.x_range();
+            let mut chart = builder()
+                .build_cartesian_2d(x0..x1, y0..1.04)
+                .map_err(plot_err)?;
+            self.plot(&mut chart, (x0, x1), y0, " (ms)")
+        }
+    }
+
+    fn plot<'a, DB: DrawingBackend + 'a, X>(
+        &self,
+        chart: &mut ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
+        (x0, x1): (f64, f64),
+        y0: f64,
+        unit: &str,
+    ) -> anyhow::Result<()>
+    where
+        X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        let rug_h = RUG_H;
         chart
             .configure_mesh()
-            .x_desc(format!("{} (ms)", self.x_name))
+            .x_desc(format!("{}{unit}", self.x_name))
             .y_desc("fraction of samples ≤ x")
             .x_label_formatter(&|v| style::ms(*v))
             .y_label_formatter(&|v| {
@@ -173,7 +227,7 @@ impl Ecdf {
             }
         }
         if let Some(f) = &self.floor {
-            draw_floor(&mut chart, f, y0, 1.04)?;
+            draw_floor(chart, f, y0, 1.04)?;
         }
         chart
             .configure_series_labels()
@@ -196,19 +250,10 @@ pub fn x_name(key: &str) -> String {
         .to_string()
 }
 
-type Chart<'a, DB> = ChartContext<
-    'a,
-    DB,
-    plotters::coord::cartesian::Cartesian2d<
-        plotters::coord::types::RangedCoordf64,
-        plotters::coord::types::RangedCoordf64,
-    >,
->;
-
 /// Dashed vertical lines at a floor's two ends (one when they coincide), in the legend with
 /// their value and the expression that set them.
-pub fn draw_floor<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+pub fn draw_floor<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
     f: &Floor,
     y0: f64,
     y1: f64,
@@ -290,6 +335,25 @@ mod tests {
         let t = thin(&v, 11);
         assert_eq!(t, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
         assert_eq!(thin(&v[..5], 11), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn log_axis_only_for_wide_spreads_without_a_floor() {
+        let e = |values: &[u64], floor: Option<Floor>| Ecdf {
+            title: String::new(),
+            caption: String::new(),
+            x_name: String::new(),
+            series: vec![Series::new("", values)],
+            floor,
+        };
+        assert!(e(&[500, 2_000, 60_000], None).log_x());
+        assert!(!e(&[900_000, 1_100_000], None).log_x());
+        let floor = Floor {
+            expr: "grace".into(),
+            lo_us: 1,
+            hi_us: 1,
+        };
+        assert!(!e(&[500, 60_000], Some(floor)).log_x());
     }
 
     #[test]
