@@ -1,4 +1,5 @@
-//! Command line: `harness --phases ...` runs phases; `harness report DIR` rebuilds a report.
+//! Command line: `harness --phases ...` runs phases; `harness report DIR` rebuilds a report;
+//! `harness compare RUN_A RUN_B …` overlays the runs' ECDFs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +39,15 @@ enum Command {
     /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
     /// stored baseline samples; exit 3 with one line per failing figure.
     Gate(Box<crate::gate::cli::GateArgs>),
+    /// Overlay the ECDFs of every figure two or more runs share; writes compare.md and the plots.
+    Compare {
+        /// Run directories (each with its run.json), e.g. reports/runs/<run-id>.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Output directory (default: reports/compare/<first>_vs_<second>…).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,7 +96,8 @@ pub struct RunArgs {
     /// The coordinators refuse timings that contradict the worker lease (ARCHITECTURE.md).
     #[arg(long, default_value_t = DetectorTimings::SEED.ping_dead_ms)]
     pub ping_dead_ms: u64,
-    /// Output format of the final summary on stdout.
+    /// text: progress on stderr (live on a terminal, a line per step otherwise), the results
+    /// block on stdout. json: one JSON object per line on stdout, progress events then the summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
@@ -133,6 +144,9 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Compare { runs, out }) = cli.command {
+        return compare(&runs, out);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -145,6 +159,35 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(run(cli.run)))
+}
+
+/// `harness compare`: overlaid ECDFs of the runs' shared figures.
+fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+    use crate::report::plots::compare;
+    let inputs = match compare::load(runs) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        let labels: Vec<&str> = inputs.iter().map(|i| i.label.as_str()).collect();
+        project_root()
+            .join("reports/compare")
+            .join(labels.join("_vs_"))
+    });
+    // Hook: the gate's statistics table goes here (markdown) once `harness gate` computes it.
+    match compare::write(&out, &inputs, None) {
+        Ok(path) => {
+            println!("comparison: {}", path.display());
+            ExitCode::from(exit::PASS)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HARNESS_ERROR)
+        }
+    }
 }
 
 /// Workspace root: the current directory when it has `phases/`, else the source tree's.
@@ -243,7 +286,9 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    match execute(
+    let progress =
+        crate::progress::install(crate::progress::Mode::detect(args.format == Format::Json));
+    let executed = execute(
         &args,
         backend_kind,
         seed,
@@ -252,8 +297,9 @@ pub async fn run(args: RunArgs) -> u8 {
         &phases,
         &plan,
     )
-    .await
-    {
+    .await;
+    drop(progress);
+    match executed {
         Ok((data, dir)) => {
             let code = finish(&args, &data, &dir, &out);
             let Some(gate) = gate else { return code };
@@ -400,26 +446,11 @@ async fn run_with<B: Backend>(
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
     let mut runner = Runner::new(backend, options)?;
-    let json = args.format == Format::Json;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
     let finished = std::cell::RefCell::new(Vec::new());
     let interrupted = {
         let run = runner.run_plan(phases, plan, |t| {
-            if !json {
-                eprintln!(
-                    "harness: phase {} {} [{}/{}]: {} ({:.1}s) {}",
-                    t.id,
-                    t.name,
-                    t.trial,
-                    t.trials,
-                    t.status,
-                    t.duration_us as f64 / 1e6,
-                    t.details
-                );
-                if let Some(e) = &t.error {
-                    eprintln!("  error: {e}");
-                }
-            }
+            crate::progress::trial_finished(t);
             finished.borrow_mut().push(t.clone());
         });
         tokio::select! {
@@ -455,7 +486,8 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
             print!("{}", report::results_block(data));
             println!("report: {}", dir.join("results.md").display());
         }
-        Format::Json => match serde_json::to_string_pretty(&report::summary(data)) {
+        // The last of the JSON lines: the summary (summary.json's object, on one line).
+        Format::Json => match serde_json::to_string(&report::summary(data)) {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("error: {e}"),
         },

@@ -314,8 +314,9 @@ impl Drop for ProcessBackend {
 /// Find the `cluster` binary, building it first when the harness runs under `cargo run`.
 ///
 /// Order: `explicit` (flag or `HARNESS_CLUSTER_BIN`); else, under cargo (`CARGO` is set),
-/// `cargo build -p cluster` with the harness's own profile, so a fresh clone needs nothing but
-/// `cargo run -p harness`; else the `cluster` file next to the harness executable.
+/// `cargo build -p harness -p cluster --bin cluster` with the harness's own profile (reusing
+/// the harness's build), so a fresh clone needs nothing but `cargo run -p harness`; else the
+/// `cluster` file next to the harness executable.
 pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         if path.is_file() {
@@ -329,7 +330,13 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
     if let Ok(cargo) = std::env::var("CARGO") {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "cluster", "--bin", "cluster"]);
+        // `-p harness` too: cargo then resolves features for both packages together, exactly as
+        // for the harness's own build (whose graph holds the cluster library), so every shared
+        // dependency is already built and only the binary is compiled and linked. `-p cluster`
+        // alone resolves its own, narrower feature set and rebuilds the shared crates (minutes).
+        build.args([
+            "build", "--quiet", "-p", "harness", "-p", "cluster", "--bin", "cluster",
+        ]);
         if release {
             build.arg("--release");
         }
@@ -337,12 +344,12 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
             build.arg("--target-dir").arg(target_dir);
         }
         eprintln!(
-            "harness: building the cluster binary (cargo build -p cluster{})",
+            "harness: building the cluster binary (cargo build -p harness -p cluster --bin cluster{})",
             if release { " --release" } else { "" }
         );
-        let status = build.status().context("run cargo build -p cluster")?;
+        let status = build.status().context("run cargo build --bin cluster")?;
         if !status.success() {
-            bail!("cargo build -p cluster failed ({status})");
+            bail!("cargo build --bin cluster failed ({status})");
         }
     }
     if candidate.is_file() {
@@ -379,7 +386,10 @@ pub fn locate_static_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<Pa
         let mut build = Command::new(cargo);
         build
             .args([
-                "build", "--quiet", "-p", "cluster", "--bin", "cluster", "--target", &triple,
+                // `-p harness` for the same feature resolution as the harness's build (see
+                // `locate_cluster_bin`): host-side crates (build scripts, proc macros) can match.
+                "build", "--quiet", "-p", "harness", "-p", "cluster", "--bin", "cluster",
+                "--target", &triple,
             ])
             .arg("--target-dir")
             .arg(target_dir)

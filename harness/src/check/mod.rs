@@ -125,6 +125,9 @@ impl WindowCheck {
             tallies: c,
             latency_us,
             delivered_at_us,
+            lost_sent_at_us,
+            duplicated_sent_at_us,
+            unknown_sent_at_us,
             per_pipeline,
         } = &mut self.counts;
         let pipeline = per_pipeline.entry(pipeline_of(seq)).or_default();
@@ -144,9 +147,10 @@ impl WindowCheck {
         }
         let copies = arrivals.len() as u64;
         c.published += u64::from(publish.is_some());
-        if publish.is_some_and(|p| p.acked_at_us.is_none()) {
+        if let Some(p) = publish.filter(|p| p.acked_at_us.is_none()) {
             c.unknown += 1;
             self.unknown.push(seq);
+            unknown_sent_at_us.push(p.sent_at_us);
         }
         let Some(publish) = publish.filter(|_| is_matching(seq)) else {
             c.unexpected += copies;
@@ -161,6 +165,7 @@ impl WindowCheck {
         pipeline.duplicated += extra;
         if extra > 0 {
             self.duplicated.push(seq);
+            duplicated_sent_at_us.extend((0..extra).map(|_| publish.sent_at_us));
         }
         if publish.acked_at_us.is_none() {
             return;
@@ -178,6 +183,7 @@ impl WindowCheck {
                 c.lost += 1;
                 pipeline.lost += 1;
                 self.lost.push(seq);
+                lost_sent_at_us.push(publish.sent_at_us);
             }
         }
     }

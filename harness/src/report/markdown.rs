@@ -179,6 +179,7 @@ pub fn results_markdown(data: &RunData) -> String {
         );
     }
 
+    s.push_str(&super::plots::markdown(data));
     let _ = writeln!(s, "## Phase details\n");
     for t in &data.trials {
         let suffix = if t.trials > 1 {

@@ -1,9 +1,10 @@
 //! Reports: a pure function of [`RunData`] (`run.json`), so `harness report DIR` rebuilds them.
-//! Writes `results.md`, `phases.csv`, `steps.csv`, `timings.csv` and `summary.json`.
+//! Writes `results.md`, `phases.csv`, `steps.csv`, `timings.csv`, `summary.json` and `plots/`.
 
 mod events;
 mod json;
 mod markdown;
+pub mod plots;
 
 use std::path::Path;
 
@@ -32,6 +33,11 @@ pub fn write_all(dir: &Path, data: &RunData) -> anyhow::Result<()> {
     write_timings_csv(&dir.join("timings.csv"), data)?;
     write_events_csv(&dir.join("events.csv"), data)?;
     write_timeline_csv(&dir.join("timeline.csv"), data)?;
+    // A plot that cannot be drawn is a harness bug, but it must not cost the run its verdict
+    // (the exit code CI reads) nor the reports written above.
+    if let Err(e) = plots::write_all(dir, data) {
+        eprintln!("warning: plots not written: {e:#}");
+    }
     Ok(())
 }
 
@@ -317,7 +323,7 @@ pub fn figures(data: &RunData) -> Vec<FigureRow> {
 }
 
 /// Latencies of every delivered event, (steady, sent inside a fault window of its trial).
-fn latency_split(data: &RunData) -> (Vec<u64>, Vec<u64>) {
+pub(crate) fn latency_split(data: &RunData) -> (Vec<u64>, Vec<u64>) {
     let mut steady = Vec::new();
     let mut fault = Vec::new();
     for t in &data.trials {

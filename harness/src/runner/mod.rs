@@ -163,10 +163,12 @@ impl<B: Backend> Runner<B> {
         trial.events_from = self.history_rows();
         let mut steps = Vec::new();
         let mut error = None;
+        crate::progress::trial_started(&phase.id, &phase.name, trial_no, trials, phase.steps.len());
         for (index, step) in phase.steps.iter().enumerate() {
             let location = phase.step_locations.get(index).cloned().unwrap_or_default();
             let step_start = now_us();
             tracing::info!(%step, %location, "step");
+            crate::progress::step_started(index, step.action(), &step.to_string());
             let result = self.run_step(step, &mut trial).await;
             let ok = result.is_ok();
             let note = match &result {
@@ -183,6 +185,11 @@ impl<B: Backend> Runner<B> {
                 ok,
                 note: note.clone(),
             });
+            crate::progress::step_finished(
+                ok,
+                Duration::from_micros(now_us().saturating_sub(step_start)),
+                &note,
+            );
             if !ok {
                 tracing::warn!(%step, %location, "step failed: {note}");
                 error = Some(format!("{location}: {step}: {note}"));

@@ -72,6 +72,8 @@ impl<B: Backend> Runner<B> {
     pub(super) async fn start_traffic(&mut self) -> anyhow::Result<TrafficRig> {
         let (host, port) = self.backend.mqtt();
         let ledger = Arc::new(Mutex::new(Ledger::new()));
+        let next_seq = Arc::new(AtomicU64::new(1));
+        crate::progress::watch_traffic(ledger.clone(), next_seq.clone());
         let seed = self.options.seed;
         let collector = Collector::start(
             &host,
@@ -86,7 +88,7 @@ impl<B: Backend> Runner<B> {
             port,
             &format!("harness-publisher-{seed:x}"),
             ledger.clone(),
-            Arc::new(AtomicU64::new(1)),
+            next_seq,
         )
         .await?;
         Ok(TrafficRig {

@@ -147,6 +147,15 @@ pub struct Counts {
     /// Wall-clock µs of each first well-formed delivery, in seq order (for the timeline).
     #[serde(default)]
     pub delivered_at_us: Vec<u64>,
+    /// Send times (wall-clock µs) of the lost seqs, in seq order (for the timeline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_sent_at_us: Vec<u64>,
+    /// Send time of the seq of every extra copy (a seq arriving 3 times appears twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicated_sent_at_us: Vec<u64>,
+    /// Send times of the matching seqs whose publish was never acked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_sent_at_us: Vec<u64>,
     /// The same tallies split by the pipeline that handles each seq.
     pub per_pipeline: BTreeMap<String, PipelineCounts>,
 }
@@ -284,6 +293,15 @@ impl Ledger {
             .filter(|a| seen.insert(a.seq))
             .map(|a| a.at_us)
             .collect()
+    }
+
+    /// Run-wide, for progress: matching seqs delivered (well-formed) at least once, whether or
+    /// not their publish is settled in the ledger yet.
+    pub fn delivered_matching(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(&seq, e)| is_matching(seq) && e.good_arrivals > 0)
+            .count() as u64
     }
 
     /// How many expected seqs of `window` were delivered, of how many: `(delivered, expected)`.
@@ -494,6 +512,28 @@ mod tests {
         // A third copy is a second extra copy.
         deliver(&mut ledger, 4, 300_000);
         assert_eq!(ledger.counts(1..11).duplicated, 2);
+    }
+
+    #[test]
+    fn send_times_of_lost_duplicated_and_unknown() {
+        let mut ledger = Ledger::new();
+        // Matching seqs 2, 4, 6, 8 sent at seq × 1000 µs; 8's publish is never acked.
+        for seq in [2, 4, 6] {
+            ledger.published(seq, seq * 1000, Some(seq * 1000 + 10));
+        }
+        ledger.published(8, 8000, None);
+        // 2 arrives three times, 4 never, 6 once.
+        for seq in [2, 2, 2, 6] {
+            let payload = SensorReading::new(seq, seq * 1000).to_json();
+            ledger.arrived("e2e/output", 50_000, &payload);
+        }
+        let counts = ledger.counts(1..10);
+        assert_eq!(counts.lost_sent_at_us, vec![4000]);
+        assert_eq!(counts.duplicated_sent_at_us, vec![2000, 2000]);
+        assert_eq!(counts.unknown_sent_at_us, vec![8000]);
+        assert_eq!(counts.delivered_at_us, vec![50_000, 50_000]);
+        assert_eq!(counts.latency_us, vec![48_000, 44_000]);
+        assert_eq!(ledger.delivered_matching(), 2);
     }
 
     #[test]
