@@ -402,8 +402,9 @@ fn broker_port(out: &Path) -> u16 {
 #[test]
 fn t60_a_late_copy_fails_the_phase_that_published_it() {
     let setup = std::fs::read_to_string(repo_phases().join("00-setup.toml")).expect("setup");
-    let quiet =
-        "id = 1\nname = \"Quiet\"\nrequires = [\"setup\"]\n\n[[step]]\ndo = \"hold\"\nms = 3000\n";
+    // Two holds: the first one's progress line says phase 1 has begun; the copy is injected
+    // then, inside the second (3 s), so it arrives during phase 1 and not between trials.
+    let quiet = "id = 1\nname = \"Quiet\"\nrequires = [\"setup\"]\n\n[[step]]\ndo = \"hold\"\nms = 1\n\n[[step]]\ndo = \"hold\"\nms = 3000\n";
     let dir = phases_dir_with(&[("00-setup.toml", &setup), ("01-quiet.toml", quiet)]);
     let out = tempfile::tempdir().expect("temp dir");
     let mut child = harness_command(
@@ -427,12 +428,20 @@ fn t60_a_late_copy_fails_the_phase_that_published_it() {
         }
     });
     let deadline = Instant::now() + LATE_RUN_TIMEOUT;
-    // Setup's verdict is in once its trial line is printed; phase 1 holds for 3 s then.
+    // Setup's verdict is in once its trial line is printed; phase 1 has begun once its first
+    // step's line is printed, and then holds for 3 s.
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = lines.recv_timeout(left).expect("setup finishes in time");
         if line.starts_with("harness: phase 0 Setup") {
             assert!(line.contains("PASS"), "{line}");
+            break;
+        }
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("phase 1 begins in time");
+        if line.contains("phase 1 trial 1 step 1/2 hold: ok") {
             break;
         }
     }
