@@ -260,8 +260,13 @@ pub async fn run(args: RunArgs) -> u8 {
             crate::backend::process::FAULTS.to_vec()
         },
     };
-    // Everything about the input is checked before any node starts.
-    let phases = match phase::load_dir(&phases_dir, &caps) {
+    // Everything about the input is checked before any node starts: every phase file whole
+    // (any fault allowed), then the backend's faults for the phases this run executes.
+    let every_fault = Capabilities {
+        faults: crate::step::Fault::ALL.to_vec(),
+        ..caps.clone()
+    };
+    let phases = match phase::load_dir(&phases_dir, &every_fault) {
         Ok(p) => p,
         Err(errors) => {
             for e in &errors {
@@ -286,6 +291,14 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let refused = phase::unsupported_faults(&phases, &plan, &caps);
+    if !refused.is_empty() {
+        for e in &refused {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} phase file error(s); nothing was started", refused.len());
+        return exit::INVALID_INPUT;
+    }
     let progress =
         crate::progress::install(crate::progress::Mode::detect(args.format == Format::Json));
     let executed = execute(

@@ -418,6 +418,31 @@ pub fn plan(phases: &[Phase], selection: &str, repeat: u32) -> Result<Vec<Planne
     Ok(out)
 }
 
+/// The steps of the planned phases that inject a fault the backend cannot, as `file:line`
+/// errors. Phase files are checked whole when loaded; a backend's faults are checked only for
+/// the phases a run will execute, so a process-only phase never blocks a Docker run of others.
+pub fn unsupported_faults(phases: &[Phase], plan: &[Planned], caps: &Capabilities) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for planned in plan {
+        if !seen.insert(planned.phase) {
+            continue;
+        }
+        let phase = &phases[planned.phase];
+        for (i, step) in phase.steps.iter().enumerate() {
+            if let Some(fault) = step.fault().filter(|f| !caps.faults.contains(f)) {
+                out.push(format!(
+                    "{}: step `{}`: the {} backend cannot {fault} a node",
+                    phase.step_locations.get(i).map_or("?", String::as_str),
+                    step.action(),
+                    caps.backend
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `i` after everything it requires, transitively, each once; a cycle is an error.
 fn add_with_requirements(
     phases: &[Phase],
@@ -661,6 +686,30 @@ to = "elected"
         assert!(
             err.contains("unknown phase '9'; known: all, 0 (slug-0)"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_fault_the_backend_lacks_is_refused_only_in_planned_phases() {
+        let mut wiped = phase("wiped", None, &["0"]);
+        wiped.steps = vec![Step::Wipe(crate::step::FaultArgs {
+            target: crate::step::Target::Coordinator(2),
+            bind: None,
+            mark: None,
+        })];
+        wiped.step_locations = vec!["wiped.toml:3".into()];
+        let phases = vec![phase("0", Some(0), &[]), phase("5", Some(5), &["0"]), wiped];
+        let docker = Capabilities {
+            backend: "docker",
+            faults: vec![Fault::Kill, Fault::Pause],
+            ..caps()
+        };
+        let all = plan(&phases, "all", 1).unwrap();
+        assert!(unsupported_faults(&phases, &all, &docker).is_empty());
+        let with_wipe = plan(&phases, "wiped", 1).unwrap();
+        assert_eq!(
+            unsupported_faults(&phases, &with_wipe, &docker),
+            ["wiped.toml:3: step `wipe`: the docker backend cannot wipe a node"]
         );
     }
 }

@@ -743,6 +743,18 @@ pub enum Fault {
     Wipe,
 }
 
+impl Fault {
+    /// Every fault a phase can name.
+    pub const ALL: [Fault; 6] = [
+        Fault::Kill,
+        Fault::Stop,
+        Fault::Pause,
+        Fault::Restart,
+        Fault::Partition,
+        Fault::Wipe,
+    ];
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
