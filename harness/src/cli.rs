@@ -177,8 +177,15 @@ fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
             .join("reports/compare")
             .join(labels.join("_vs_"))
     });
-    // Hook: the gate's statistics table goes here (markdown) once `harness gate` computes it.
-    match compare::write(&out, &inputs, None) {
+    // The gate's relative test, with the thresholds of the committed gate file (or its defaults).
+    let thresholds =
+        crate::gate::config::Gate::load(&crate::gate::cli::default_gate_file(&project_root()))
+            .map(|g| g.file.relative)
+            .unwrap_or_default();
+    let labelled: Vec<(String, &crate::record::RunData)> =
+        inputs.iter().map(|i| (i.label.clone(), &i.data)).collect();
+    let statistics = crate::gate::compare::table(&labelled, &thresholds);
+    match compare::write(&out, &inputs, Some(&statistics)) {
         Ok(path) => {
             println!("comparison: {}", path.display());
             ExitCode::from(exit::PASS)
