@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::docker::DockerBackend;
-use crate::backend::process::{locate_cluster_bin, locate_static_cluster_bin, ProcessBackend};
+use crate::backend::process::{locate_cluster_bin, ProcessBackend};
 use crate::backend::{Backend, ClusterSpec, DetectorTimings, RaftTimings};
 use crate::check;
 use crate::exit;
@@ -73,7 +73,8 @@ pub struct RunArgs {
     /// The `cluster` binary (default: built by cargo, or next to the harness).
     #[arg(long, env = "HARNESS_CLUSTER_BIN")]
     pub cluster_bin: Option<PathBuf>,
-    /// The statically linked `cluster` binary for the Docker image (default: built by cargo).
+    /// The `cluster` binary for the Docker image (default: the one --cluster-bin names, else
+    /// built by cargo); its shared objects go into the image with it.
     #[arg(long, env = "HARNESS_IMAGE_BIN")]
     pub image_bin: Option<PathBuf>,
     #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
@@ -406,7 +407,12 @@ async fn execute(
     };
     match backend_kind {
         BackendKind::Docker => {
-            let bin = locate_static_cluster_bin(args.image_bin.clone())?;
+            // The normal host build (the process backend's): the image carries its shared
+            // objects (backend/image.rs). `--image-bin` may name any binary, e.g. a static one.
+            let bin = match args.image_bin.clone() {
+                Some(bin) => locate_cluster_bin(Some(bin))?,
+                None => locate_cluster_bin(args.cluster_bin.clone())?,
+            };
             let started_at = std::time::Instant::now();
             let backend = DockerBackend::new(&bin, &dir, spec, &started.run_id).await?;
             eprintln!(

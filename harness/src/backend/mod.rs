@@ -3,6 +3,7 @@
 //! before anything starts.
 
 pub mod docker;
+pub mod image;
 pub mod process;
 
 use std::fmt;
