@@ -47,6 +47,11 @@ enum Command {
         /// Output directory (default: reports/compare/<first>_vs_<second>…).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The runs were taken interleaved on one machine (e.g. the two sides of
+        /// `harness gate --baseline-bin/--candidate-bin`): judge with T, L = 1.2, 1.05 instead of
+        /// the stored-baseline thresholds of reports/baseline.toml.
+        #[arg(long)]
+        interleaved: bool,
     },
 }
 
@@ -145,8 +150,13 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Compare { runs, out }) = cli.command {
-        return compare(&runs, out);
+    if let Some(Command::Compare {
+        runs,
+        out,
+        interleaved,
+    }) = cli.command
+    {
+        return compare(&runs, out, interleaved);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +173,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `harness compare`: overlaid ECDFs of the runs' shared figures.
-fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+fn compare(runs: &[PathBuf], out: Option<PathBuf>, interleaved: bool) -> ExitCode {
     use crate::report::plots::compare;
     let inputs = match compare::load(runs) {
         Ok(i) => i,
@@ -183,6 +193,11 @@ fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
         crate::gate::config::Gate::load(&crate::gate::cli::default_gate_file(&project_root()))
             .map(|g| g.file.relative)
             .unwrap_or_default();
+    let thresholds = if interleaved {
+        crate::gate::interleave::thresholds(&thresholds)
+    } else {
+        thresholds
+    };
     let labelled: Vec<(String, &crate::record::RunData)> =
         inputs.iter().map(|i| (i.label.clone(), &i.data)).collect();
     let statistics = crate::gate::compare::table(&labelled, &thresholds);
