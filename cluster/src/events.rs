@@ -2,7 +2,7 @@
 //! commands) and when, by wall clock, in a bounded in-memory ring.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::api::model::{ClusterEvent, ClusterEventKind, EventsPage};
@@ -11,10 +11,22 @@ use crate::api::model::{ClusterEvent, ClusterEventKind, EventsPage};
 /// events are dropped and a reader that asks for them is told (`truncated`).
 pub const MAX_EVENTS: usize = 10_000;
 
-#[derive(Debug)]
 pub struct EventLog {
     node_id: u64,
     inner: Mutex<Ring>,
+    /// Told of every event as it is recorded (the node's metrics).
+    observer: OnceLock<Observer>,
+}
+
+/// A callback told of every recorded event.
+pub type Observer = Box<dyn Fn(&ClusterEventKind) + Send + Sync>;
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -28,11 +40,20 @@ impl EventLog {
         EventLog {
             node_id,
             inner: Mutex::new(Ring::default()),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Tell `observer` of every event recorded from now on (set once; later calls are ignored).
+    pub fn set_observer(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
     }
 
     /// Record an event now.
     pub fn push(&self, kind: ClusterEventKind) {
+        if let Some(observe) = self.observer.get() {
+            observe(&kind);
+        }
         let ts_ms = now_ms();
         let mut ring = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         ring.last_seq += 1;

@@ -10,6 +10,7 @@
 //!    REST heartbeats count too; a ready worker not seen for its limit is declared unhealthy.
 //!    This catches a worker whose link holder died with it, and workers without a WebSocket.
 
+use crate::metrics::DetectionLayer;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +164,13 @@ impl Links {
 impl Coordinator {
     /// A link closed on this coordinator: after the grace period, declare the worker unhealthy
     /// unless it reconnected (here, or anywhere: the committed link generation moved on).
-    pub fn link_lost(self: &Arc<Self>, worker_id: String, link_gen: Option<u64>, reason: String) {
+    pub fn link_lost(
+        self: &Arc<Self>,
+        worker_id: String,
+        link_gen: Option<u64>,
+        reason: String,
+        layer: DetectionLayer,
+    ) {
         let c = self.clone();
         tokio::spawn(async move {
             let term = c.grace_in_touch().await;
@@ -188,8 +195,12 @@ impl Coordinator {
                 ),
                 at_ms: crate::events::now_ms(),
             };
-            if let Err(e) = c.decide(term, command).await {
-                tracing::warn!(%worker_id, "could not commit unhealthy: {}", e.body.error);
+            match c.decide(term, command).await {
+                Ok(r) if r.changed => c.metrics.detected(layer),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%worker_id, "could not commit unhealthy: {}", e.body.error)
+                }
             }
         });
     }
@@ -275,6 +286,7 @@ impl Coordinator {
                 continue;
             };
             let now = Instant::now();
+            let mut checked = 0;
             if !was_leader {
                 // A new leader knows nothing yet: give every worker a full period from now.
                 lock(&self.links.alive).clear();
@@ -282,25 +294,26 @@ impl Coordinator {
             }
             let ws_limit =
                 self.detector.grace + self.detector.ping_dead + 2 * ALIVE_REPORT_INTERVAL;
-            let stale: Vec<(String, u64, Duration)> = self.state.read(|a| {
+            let stale: Vec<(String, u64, Duration, DetectionLayer)> = self.state.read(|a| {
                 let mut alive = lock(&self.links.alive);
                 a.state
                     .workers
                     .values()
                     .filter(|w| w.status != WorkerStatus::Unhealthy)
+                    .inspect(|_| checked += 1)
                     .filter_map(|w| {
                         let seen = *alive.entry(w.id.clone()).or_insert(now);
-                        let limit = if w.link.is_some() {
-                            ws_limit
+                        let (limit, layer) = if w.link.is_some() {
+                            (ws_limit, DetectionLayer::LivenessSweep)
                         } else {
-                            self.detector.rest_timeout
+                            (self.detector.rest_timeout, DetectionLayer::RestTimeout)
                         };
                         (now.duration_since(seen) > limit)
-                            .then(|| (w.id.clone(), w.link_gen, limit))
+                            .then(|| (w.id.clone(), w.link_gen, limit, layer))
                     })
                     .collect()
             });
-            for (worker_id, link_gen, limit) in stale {
+            for (worker_id, link_gen, limit, layer) in stale {
                 tracing::warn!(%worker_id, "not seen alive for {} ms", limit.as_millis());
                 let command = Command::MarkWorkerUnhealthy {
                     worker_id,
@@ -311,10 +324,13 @@ impl Coordinator {
                     ),
                     at_ms: crate::events::now_ms(),
                 };
-                if let Err(e) = self.decide(term, command).await {
-                    tracing::warn!("sweep could not commit: {}", e.body.error);
+                match self.decide(term, command).await {
+                    Ok(r) if r.changed => self.metrics.detected(layer),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("sweep could not commit: {}", e.body.error),
                 }
             }
+            self.metrics.sweep_finished(checked, now);
         }
     }
 

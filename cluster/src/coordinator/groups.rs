@@ -117,12 +117,15 @@ pub async fn deploy(
         }
     }
     let name = def.name.clone();
+    let started = std::time::Instant::now();
     let result = c
         .write(Command::DeployGroup {
             group: def,
             at_ms: crate::events::now_ms(),
         })
-        .await?;
+        .await;
+    c.metrics.deploy_finished(result.is_ok(), started);
+    let result = result?;
     let body = c
         .state
         .read(|a| a.state.groups.get(&name).map(|g| info(&a.state, g)))

@@ -55,6 +55,7 @@ pub struct Coordinator {
     pub state: SharedState,
     pub commit_index: CommitIndex,
     pub events: Arc<EventLog>,
+    pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
     pub api_key: ApiKey,
     pub detector: DetectorConfig,
     /// Every voter, from `--peers`.
@@ -86,12 +87,17 @@ pub async fn run(
     let local = listener.local_addr()?;
     config.validate(local)?;
     let events = Arc::new(EventLog::new(config.node_id));
+    let metrics = Arc::new(crate::metrics::CoordinatorMetrics::new());
+    {
+        let metrics = metrics.clone();
+        events.set_observer(Box::new(move |event| metrics.observe(event)));
+    }
     let (log_store, sm_store) = crate::raft::store::open(&config.data_dir, events.clone())
         .with_context(|| format!("open Raft store in {}", config.data_dir.display()))?;
     let commit_index = log_store.commit_index();
     let state = sm_store.shared();
     let raft_config = Arc::new(config.raft_config()?);
-    let network = HttpNetwork::new(config.api_key.clone())?;
+    let network = HttpNetwork::new(config.api_key.clone(), metrics.clone())?;
     let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store)
         .await
         .context("start Raft")?;
@@ -108,6 +114,7 @@ pub async fn run(
         state,
         commit_index,
         events: events.clone(),
+        metrics: metrics.clone(),
         api_key: ApiKey::new(config.api_key.clone()),
         detector: config.detector,
         peers: config.peers.clone(),
@@ -119,7 +126,7 @@ pub async fn run(
             .build()?,
         write_budget: Duration::from_millis(2 * config.election_max_ms),
     });
-    tokio::spawn(watch_raft(raft.clone(), events));
+    tokio::spawn(watch_raft(raft.clone(), events, metrics));
     tokio::spawn(coordinator.quorum.clone().watch_leader(raft.clone()));
     tokio::spawn(coordinator.clone().report_alive_loop());
     tokio::spawn(coordinator.clone().sweep_loop());
@@ -149,7 +156,11 @@ pub async fn run(
 }
 
 /// Record role, term and leader changes in the event log as openraft reports them.
-async fn watch_raft(raft: Raft, events: Arc<EventLog>) {
+async fn watch_raft(
+    raft: Raft,
+    events: Arc<EventLog>,
+    metrics: Arc<crate::metrics::CoordinatorMetrics>,
+) {
     let mut rx = raft.metrics();
     let mut last: Option<(RaftRole, u64, Option<NodeId>)> = None;
     loop {
@@ -171,6 +182,7 @@ async fn watch_raft(raft: Raft, events: Arc<EventLog>) {
         if leader_changed {
             events.push(ClusterEventKind::LeaderChanged { term, leader });
         }
+        metrics.leader_seen(leader, leader_changed);
         last = Some((role, term, leader));
         if rx.changed().await.is_err() {
             return;
@@ -327,6 +339,7 @@ impl Coordinator {
             r = self.forward(leader_url, proposal, deadline) => r,
             new = replaced => Err(anyhow::anyhow!("leader {leader_id} replaced by {new:?}")),
         };
+        self.metrics.forwarded(matches!(outcome, Ok(Ok(_))));
         match outcome {
             Ok(Ok(result)) => {
                 let _ = self

@@ -62,6 +62,7 @@ pub fn router(coordinator: Shared) -> Router {
     let reads = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/raft/metrics", get(raft_metrics))
         .route("/api/v1/cluster/events", get(events))
         .route("/api/v1/cluster/connectors", get(list_connectors))
@@ -144,6 +145,19 @@ async fn health(State(c): State<Shared>) -> Json<Health> {
         pipeline_groups,
         active_migrations,
         connectors,
+    })
+}
+
+async fn metrics(State(c): State<Shared>) -> Response {
+    let m = c.raft.metrics().borrow().clone();
+    c.state.read(|a| {
+        c.metrics.render(
+            role_of(m.state),
+            m.current_term,
+            c.commit_index.get(),
+            &a.state,
+            c.links.count(),
+        )
     })
 }
 

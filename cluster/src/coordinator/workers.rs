@@ -1,5 +1,6 @@
 //! Worker routes: registration, REST heartbeats, the WebSocket link, listing and draining.
 
+use crate::metrics::DetectionLayer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -236,6 +237,7 @@ async fn link(c: Shared, mut socket: WebSocket) {
         _ => return,
     };
     let conn = c.links.open(&worker_id);
+    c.metrics.link_changed(true);
     tracing::info!(%worker_id, conn, "worker link opened");
     // Commit the link (in the background: during an election that can take seconds, and the
     // worker must not give up on the handshake) so other coordinators' grace timers stand down.
@@ -318,11 +320,17 @@ async fn link(c: Shared, mut socket: WebSocket) {
         "send failed".to_string()
     };
     commit.closed.store(true, Ordering::SeqCst);
+    c.metrics.link_changed(false);
+    let layer = if reason.contains("ping deadline") {
+        DetectionLayer::PingDeadline
+    } else {
+        DetectionLayer::WsClose
+    };
     if c.links.close(&worker_id, conn) {
         let link_gen = *commit.gen.lock().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(%worker_id, %reason, ?link_gen, "worker link lost");
         match link_gen {
-            Some(g) => c.link_lost(worker_id, Some(g), reason),
+            Some(g) => c.link_lost(worker_id, Some(g), reason, layer),
             // Never committed: not ours to judge; the leader's liveness sweep decides.
             None => {
                 tracing::warn!(%worker_id, "link lost before it was committed; leaving the verdict to the liveness sweep")

@@ -121,6 +121,8 @@ pub struct PipelineSpec {
     pub program: Arc<vpl::Program>,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// Counters this pipeline feeds besides its own totals (the worker's `/metrics`).
+    pub instruments: crate::metrics::PipelineInstruments,
 }
 
 /// Totals since [`start`]. An input counts once it is acked (done): `processed` if the program
@@ -167,6 +169,7 @@ struct Shared {
     /// nothing more, whatever its tasks run first.
     fence_at: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    instruments: crate::metrics::PipelineInstruments,
 }
 
 impl Shared {
@@ -212,6 +215,7 @@ pub async fn start(spec: PipelineSpec) -> anyhow::Result<RunningPipeline> {
 
     let shared = Arc::new(Shared {
         running: AtomicBool::new(true),
+        instruments: spec.instruments.clone(),
         ..Shared::default()
     });
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -562,6 +566,7 @@ impl Generation {
         }
         let Some(input) = input else { return };
         shared.emitted.fetch_add(1, Ordering::SeqCst);
+        shared.instruments.events_out.inc();
         let index = input.checked_sub(self.first_seq).map(|i| i as usize);
         match index.and_then(|i| self.inputs.get_mut(i)) {
             Some(entry) => entry.pending_outputs = entry.pending_outputs.saturating_sub(1),
@@ -580,11 +585,12 @@ impl Generation {
                 break;
             };
             self.first_seq += 1;
-            let counter = match input.verdict {
-                Verdict::Rejected => &shared.rejected,
-                _ => &shared.processed,
+            let (counter, instrument) = match input.verdict {
+                Verdict::Rejected => (&shared.rejected, &shared.instruments.events_rejected),
+                _ => (&shared.processed, &shared.instruments.events_in),
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            instrument.inc();
             if input.publish.qos != QoS::AtMostOnce {
                 self.acks_queued += 1;
                 self.input_jobs.push_back(InputJob::Ack(input.publish));
@@ -676,6 +682,7 @@ impl Worker {
                 }
             }
             tracing::warn!("{error}; reconnecting");
+            self.shared.instruments.mqtt_reconnects.inc();
             if healthy {
                 backoff = RECONNECT_BACKOFF_MIN;
             }

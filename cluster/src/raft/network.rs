@@ -2,6 +2,7 @@
 //! handler's `Result`, so transport failures (`RPCError::Unreachable`/`Network`) stay apart from
 //! the remote node's own answer (`RPCError::RemoteError`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -16,6 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{Node, NodeId, TypeConfig};
 use crate::auth::API_KEY_HEADER;
+use crate::metrics::CoordinatorMetrics;
 
 /// Paths of the Raft RPC routes, shared by client and server.
 pub const PATH_APPEND: &str = "/raft/append";
@@ -31,15 +33,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct HttpNetwork {
     client: reqwest::Client,
     api_key: Option<String>,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl HttpNetwork {
-    pub fn new(api_key: Option<String>) -> anyhow::Result<Self> {
+    pub fn new(api_key: Option<String>, metrics: Arc<CoordinatorMetrics>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(HttpNetwork { client, api_key })
+        Ok(HttpNetwork {
+            client,
+            api_key,
+            metrics,
+        })
     }
 }
 
@@ -52,6 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
             api_key: self.api_key.clone(),
             target,
             base_url: node.addr.trim_end_matches('/').to_string(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -63,10 +71,35 @@ pub struct PeerClient {
     api_key: Option<String>,
     target: NodeId,
     base_url: String,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl PeerClient {
+    /// One RPC; a failure is counted by peer, RPC and kind.
     async fn post<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.call(path, req, option).await;
+        if let Err(e) = &result {
+            let kind = match e {
+                RPCError::Unreachable(_) => "unreachable",
+                RPCError::RemoteError(_) => "remote",
+                _ => "network",
+            };
+            self.metrics.rpc_failed(self.target, rpc_label(path), kind);
+        }
+        result
+    }
+
+    async fn call<Req, Resp, E>(
         &self,
         path: &str,
         req: &Req,
@@ -133,5 +166,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.post(PATH_VOTE, &rpc, &option).await
+    }
+}
+
+/// The RPC's label (a bounded set).
+fn rpc_label(path: &str) -> &'static str {
+    match path {
+        PATH_APPEND => "append",
+        PATH_VOTE => "vote",
+        PATH_SNAPSHOT => "snapshot",
+        _ => "other",
     }
 }

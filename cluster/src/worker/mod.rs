@@ -91,6 +91,7 @@ struct Worker {
     lease: lease::Lease,
     /// Linked away from home, and the home coordinator answered `/ready` at the last look.
     home_ready: std::sync::atomic::AtomicBool,
+    metrics: crate::metrics::WorkerMetrics,
 }
 
 /// Run a worker on `listener` until `shutdown` resolves; then stop its pipelines cleanly (their
@@ -114,9 +115,11 @@ pub async fn run(
         linked_to: std::sync::Mutex::new(None),
         lease: lease::Lease::default(),
         home_ready: std::sync::atomic::AtomicBool::new(false),
+        metrics: crate::metrics::WorkerMetrics::new(),
     });
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(worker.clone());
     let link = tokio::spawn(worker.clone().link_loop());
     let reconciler = tokio::spawn(worker.clone().reconcile_loop());
@@ -130,8 +133,9 @@ pub async fn run(
     reconciler.abort();
     fence.abort();
     home_watch.abort();
-    let running: Vec<Running> = worker.lock().drain().map(|(_, r)| r).collect();
-    for r in running {
+    let running: Vec<(String, Running)> = worker.lock().drain().collect();
+    for (id, r) in running {
+        worker.metrics.stopped(&id, "shutdown");
         r.pipeline.stop().await;
     }
     Ok(())
@@ -152,6 +156,16 @@ async fn health(State(w): State<Arc<Worker>>) -> Json<serde_json::Value> {
         "lease_ms_left": w.lease.remaining().as_millis() as u64,
         "pipelines": metrics,
     }))
+}
+
+async fn metrics(State(w): State<Arc<Worker>>) -> axum::response::Response {
+    let running = w.lock().len();
+    let linked = w
+        .linked_to
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    w.metrics.render(running, w.lease.remaining(), linked)
 }
 
 fn metric(id: &str, r: &Running) -> PipelineMetric {
@@ -491,7 +505,10 @@ impl Worker {
                     count = fenced.len(),
                     "lease lapsed: stopping every pipeline (sessions left for their next owner)"
                 );
-                let stops = fenced.into_iter().map(|(_, r)| r.pipeline.stop_by(end));
+                let stops = fenced.into_iter().map(|(id, r)| {
+                    self.metrics.stopped(&id, "fence");
+                    r.pipeline.stop_by(end)
+                });
                 futures::future::join_all(stops).await;
                 self.changed.notify_one();
             }
@@ -542,6 +559,7 @@ impl Worker {
         let mut changed = !stale.is_empty();
         for (id, r) in stale {
             tracing::info!(pipeline_id = %id, epoch = r.epoch, "stopping pipeline");
+            self.metrics.stopped(&id, "reconcile");
             r.pipeline.stop().await;
         }
         for (id, a) in desired {
@@ -569,6 +587,7 @@ impl Worker {
                 program,
                 mqtt_host: self.config.mqtt_host.clone(),
                 mqtt_port: self.config.mqtt_port,
+                instruments: self.metrics.instruments(&id),
             };
             match runtime::start(spec).await {
                 Ok(pipeline) => {
@@ -586,6 +605,7 @@ impl Worker {
                         pipeline.fence_at(begin);
                     }
                     tracing::info!(pipeline_id = %id, epoch = a.epoch, "pipeline running");
+                    self.metrics.started(&id);
                     self.lock().insert(
                         id,
                         Running {

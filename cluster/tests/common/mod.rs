@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod prom;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -270,6 +272,21 @@ impl Cluster {
         let child = self.spawn_logged(id, &args);
         self.workers.insert(id.to_string(), child);
         self.worker_ports.insert(id.to_string(), port);
+    }
+
+    /// A worker's API base URL.
+    pub fn worker_url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}", self.worker_ports[id])
+    }
+
+    /// Ids of the running workers.
+    pub fn worker_ids(&self) -> Vec<String> {
+        self.workers.keys().cloned().collect()
+    }
+
+    /// Whether coordinator `id` runs.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children[id as usize - 1].is_some()
     }
 
     /// A worker's own `/health` (its running pipelines, its link, its lease).
