@@ -13,6 +13,10 @@ use prometheus_client::registry::Registry;
 /// Name prefix of every worker metric.
 pub const PREFIX: &str = "varpulis_worker";
 
+/// Why a worker stopped a pipeline: no longer (or differently) assigned, its lease ran out, the
+/// worker shuts down.
+pub const STOP_REASONS: [&str; 3] = ["reconcile", "fence", "shutdown"];
+
 /// A pipeline id (`group/pipeline`): bounded by what is deployed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PipelineLabel {
@@ -143,6 +147,13 @@ impl WorkerMetrics {
                 pipeline: id.to_string(),
             })
             .inc();
+        // Its stops exist from its first start, at zero, so a panel shows 0, not "no data".
+        for reason in STOP_REASONS {
+            let _ = self.stops.get_or_create(&StopLabel {
+                pipeline: id.to_string(),
+                reason,
+            });
+        }
     }
 
     pub fn stopped(&self, id: &str, reason: &'static str) {
