@@ -12,4 +12,5 @@ pub mod events;
 pub mod metrics;
 pub mod pipeline;
 pub mod raft;
+pub mod ui;
 pub mod worker;

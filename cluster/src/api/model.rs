@@ -79,6 +79,25 @@ pub struct RaftMetrics {
     pub membership: Vec<u64>,
 }
 
+/// `GET /api/v1/cluster/coordinators`: every voter of `--peers` as the answering coordinator
+/// reaches it (its own Raft metrics, and each peer's `/raft/metrics` asked with a short
+/// timeout). The `/cluster` page's Raft table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorList {
+    pub answered_by: u64,
+    pub coordinators: Vec<CoordinatorStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorStatus {
+    pub id: u64,
+    pub url: String,
+    /// The peer's Raft metrics; None when it did not answer in time.
+    pub raft: Option<RaftMetrics>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
 /// One entry of a coordinator's timestamped event log (`GET /api/v1/cluster/events`).
 ///
 /// The log is local to each coordinator: it records what *this* node observed and when, by its

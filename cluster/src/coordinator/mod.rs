@@ -65,7 +65,7 @@ pub struct Coordinator {
     links: detector::Links,
     /// When this node last knew itself in touch with a quorum.
     pub quorum: Arc<quorum::QuorumContact>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// How long a write may wait for a leader before answering 421 (twice the max election timeout).
     write_budget: Duration,
 }

@@ -17,7 +17,10 @@ use super::detector::AliveReport;
 use super::error::{ApiJson, ApiQuery};
 use super::{groups, role_of, workers, AppError, Coordinator, PATH_ALIVE, PATH_FORWARD};
 use crate::api::model::WorkerStatus;
-use crate::api::model::{Connector, ConnectorList, EventsPage, Health, RaftMetrics, WorkerCounts};
+use crate::api::model::{
+    Connector, ConnectorList, CoordinatorList, CoordinatorStatus, EventsPage, Health, RaftMetrics,
+    WorkerCounts,
+};
 use crate::auth::ApiKey;
 use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::{Command, CommandResult, Proposal, TypeConfig};
@@ -64,6 +67,8 @@ pub fn router(coordinator: Shared) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/raft/metrics", get(raft_metrics))
+        .route("/cluster", get(crate::ui::page))
+        .route("/api/v1/cluster/coordinators", get(coordinators))
         .route("/api/v1/cluster/events", get(events))
         .route("/api/v1/cluster/connectors", get(list_connectors))
         .route("/api/v1/cluster/pipeline-groups", get(groups::list))
@@ -173,8 +178,59 @@ async fn ready(State(c): State<Shared>) -> Result<Json<serde_json::Value>, AppEr
 }
 
 async fn raft_metrics(State(c): State<Shared>) -> Json<RaftMetrics> {
+    Json(local_raft_metrics(&c))
+}
+
+/// How long the coordinators view waits for a peer's `/raft/metrics`: a live peer answers in
+/// milliseconds; a dead or frozen one must not hold up a page refreshed every second.
+const PEER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(400);
+
+async fn coordinators(State(c): State<Shared>) -> Json<CoordinatorList> {
+    let asks = c.peers.iter().map(|(&id, url)| {
+        let c = c.clone();
+        async move {
+            if id == c.node_id {
+                return CoordinatorStatus {
+                    id,
+                    url: url.clone(),
+                    raft: Some(local_raft_metrics(&c)),
+                    error: None,
+                };
+            }
+            let answer = async {
+                c.http
+                    .get(format!("{}/raft/metrics", url.trim_end_matches('/')))
+                    .timeout(PEER_STATUS_TIMEOUT)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json::<RaftMetrics>()
+                    .await
+            }
+            .await;
+            let (raft, error) = match answer {
+                Ok(m) => (Some(m), None),
+                Err(e) if e.is_timeout() => (None, Some("no answer in time".to_string())),
+                Err(e) if e.is_connect() => (None, Some("unreachable".to_string())),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            CoordinatorStatus {
+                id,
+                url: url.clone(),
+                raft,
+                error,
+            }
+        }
+    });
+    Json(CoordinatorList {
+        answered_by: c.node_id,
+        coordinators: futures::future::join_all(asks).await,
+    })
+}
+
+fn local_raft_metrics(c: &Coordinator) -> RaftMetrics {
     let m = c.raft.metrics().borrow().clone();
-    Json(RaftMetrics {
+    RaftMetrics {
         id: m.id,
         state: role_of(m.state),
         current_term: m.current_term,
@@ -183,7 +239,7 @@ async fn raft_metrics(State(c): State<Shared>) -> Json<RaftMetrics> {
         last_log_index: m.last_log_index,
         commit_index: c.commit_index.get(),
         membership: m.membership_config.membership().voter_ids().collect(),
-    })
+    }
 }
 
 async fn raft_append(
