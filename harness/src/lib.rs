@@ -14,6 +14,7 @@ pub mod cli;
 pub mod figure;
 pub mod gate;
 pub mod history;
+pub mod metrics;
 pub mod phase;
 pub mod poll;
 pub mod probe;

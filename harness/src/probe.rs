@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use cluster::api::model::{
-    ClusterEvent, Connector, EventsPage, GroupDef, GroupInfo, Health, RaftMetrics, Topology,
-    WorkerList,
+    ClusterEvent, Connector, EventsPage, GroupDef, GroupInfo, Health, MigrationList, RaftMetrics,
+    Topology, WorkerList,
 };
 use futures::future::join_all;
 use serde::de::DeserializeOwned;
@@ -164,6 +164,29 @@ impl Probe {
             }
         }
         Err(last)
+    }
+
+    /// A node's `/metrics` (Prometheus text), unparsed.
+    pub async fn metrics_text(&self, base: &str) -> anyhow::Result<String> {
+        let url = format!("{base}/metrics");
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}");
+        }
+        response
+            .text()
+            .await
+            .with_context(|| format!("GET {url}: bad body"))
+    }
+
+    pub async fn migrations(&self, base: &str) -> anyhow::Result<MigrationList> {
+        self.get(format!("{base}/api/v1/cluster/migrations")).await
     }
 
     pub async fn raft_metrics(&self, base: &str) -> anyhow::Result<RaftMetrics> {

@@ -107,6 +107,10 @@ pub struct TrialRecord {
     pub check: Option<EventCheck>,
     /// `bind` names → node (`old_leader` → `coordinator-1`).
     pub bindings: BTreeMap<String, String>,
+    /// Every live node's `/metrics` before and after the trial: the changes and the checks
+    /// against what the harness observed (absent in runs from before the cross-check).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsCheck>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,6 +241,7 @@ impl TrialRecord {
             events: None,
             check: None,
             bindings: BTreeMap::new(),
+            metrics: None,
         }
     }
 }

@@ -100,6 +100,7 @@ pub struct CoordinatorMetrics {
     worker_link_changes: Family<ChangeLabel, Counter>,
     forwarded_writes: Family<ResultLabel, Counter>,
     raft_rpc_errors: Family<PeerLabel, Counter>,
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Migrations started and not finished: (group, pipeline) → started at (ms, proposer clock).
     in_flight: Mutex<HashMap<(String, String), u64>>,
     /// Wall clock at start: results of migrations that ended before it are replays of the log,
@@ -131,6 +132,7 @@ impl CoordinatorMetrics {
             worker_link_changes: Family::default(),
             forwarded_writes: Family::default(),
             raft_rpc_errors: Family::default(),
+            start_time: Gauge::default(),
             in_flight: Mutex::new(HashMap::new()),
             started_ms: crate::events::now_ms(),
             leaderless_since: Mutex::new(Some(Instant::now())),
@@ -209,6 +211,11 @@ impl CoordinatorMetrics {
         );
         r.register("forwarded_writes", "Forward attempts of writes from this coordinator to the leader, by result (failure: transport error or the leader refused)", m.forwarded_writes.clone());
         r.register(
+            "start_time_seconds",
+            "When this coordinator process started (Unix time): a change means a restart",
+            m.start_time.clone(),
+        );
+        r.register(
             "raft_rpc_errors",
             "Raft RPCs to a peer that failed, by peer, RPC and kind (unreachable, network, remote)",
             m.raft_rpc_errors.clone(),
@@ -235,6 +242,7 @@ impl CoordinatorMetrics {
         for change in ["opened", "closed"] {
             let _ = m.worker_link_changes.get_or_create(&ChangeLabel { change });
         }
+        m.start_time.set(m.started_ms as f64 / 1000.0);
         CoordinatorMetrics { registry, ..m }
     }
 

@@ -56,6 +56,7 @@ pub struct WorkerMetrics {
     lease_valid: Gauge,
     lease_remaining_seconds: Gauge<f64, AtomicU64>,
     linked: Gauge,
+    start_time: Gauge<f64, AtomicU64>,
 }
 
 impl WorkerMetrics {
@@ -73,7 +74,9 @@ impl WorkerMetrics {
             lease_valid: Gauge::default(),
             lease_remaining_seconds: Gauge::default(),
             linked: Gauge::default(),
+            start_time: Gauge::default(),
         };
+        m.start_time.set(crate::events::now_ms() as f64 / 1000.0);
         let r = &mut registry;
         r.register(
             "pipeline_events_in",
@@ -124,6 +127,11 @@ impl WorkerMetrics {
             "coordinator_linked",
             "1 while this worker holds a WebSocket link to a coordinator",
             m.linked.clone(),
+        );
+        r.register(
+            "start_time_seconds",
+            "When this worker process started (Unix time): a change means a restart",
+            m.start_time.clone(),
         );
         WorkerMetrics { registry, ..m }
     }

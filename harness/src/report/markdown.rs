@@ -203,6 +203,9 @@ pub fn results_markdown(data: &RunData) -> String {
             );
         }
         let _ = writeln!(s);
+        if let Some(m) = &t.metrics {
+            let _ = writeln!(s, "{}", super::metrics::block(m));
+        }
     }
 
     let c = &data.config;

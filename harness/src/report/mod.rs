@@ -4,6 +4,7 @@
 mod events;
 mod json;
 mod markdown;
+mod metrics;
 pub mod plots;
 
 use std::path::Path;

@@ -161,6 +161,7 @@ impl<B: Backend> Runner<B> {
         let started_us = now_us();
         let mut trial = Trial::new(started_us);
         trial.events_from = self.history_rows();
+        let metrics_before = self.metrics_boundary().await;
         let mut steps = Vec::new();
         let mut error = None;
         crate::progress::trial_started(&phase.id, &phase.name, trial_no, trials, phase.steps.len());
@@ -203,6 +204,15 @@ impl<B: Backend> Runner<B> {
                 format!("events at the trial's end: {}", v.findings.join("; "))
             });
         }
+        let metrics = crate::metrics::compare(&metrics_before, &self.metrics_boundary().await);
+        if !metrics.contradictions.is_empty() {
+            error.get_or_insert_with(|| {
+                format!(
+                    "a metric contradicts the harness's observation: {}",
+                    metrics.contradictions.join("; ")
+                )
+            });
+        }
         let ended_us = now_us();
         let events = verdict
             .as_ref()
@@ -219,7 +229,31 @@ impl<B: Backend> Runner<B> {
                 tracing::warn!("heal after failed trial: {e:#}");
             }
         }
-        trial.into_record(phase, trial_no, trials, ended_us, error, steps, verdict)
+        let mut record =
+            trial.into_record(phase, trial_no, trials, ended_us, error, steps, verdict);
+        record.metrics = Some(metrics);
+        record
+    }
+
+    /// Every live node's `/metrics` (coordinators and workers not down, paused or cut off),
+    /// with the leader the coordinators agree on around the scrapes.
+    async fn metrics_boundary(&self) -> crate::metrics::Boundary {
+        let nodes: Vec<(NodeName, String)> = self
+            .backend
+            .nodes()
+            .into_iter()
+            .filter(|n| !matches!(n, NodeName::Broker))
+            .filter(|n| self.backend.state(*n) == NodeState::Running)
+            .filter(|n| !self.partitioned.contains(n))
+            .map(|n| (n, self.backend.endpoint(n)))
+            .collect();
+        let coordinators = self.live_coordinators();
+        let quorum = self.backend.spec().coordinators as usize / 2 + 1;
+        let agreed = async || {
+            let answers = self.probe.raft_metrics_all(&coordinators).await;
+            leader::agreed_leader(&answers, quorum, &HashSet::new(), 0)
+        };
+        crate::metrics::boundary(&self.probe, &nodes, agreed).await
     }
 
     /// Execute one step. The one `match` on `Step`. Returns a note on what was observed.

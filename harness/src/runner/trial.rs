@@ -280,6 +280,7 @@ impl Trial {
                 .iter()
                 .map(|(k, b)| (k.clone(), b.node.to_string()))
                 .collect(),
+            metrics: None,
         }
     }
 }
@@ -324,6 +325,7 @@ pub(super) fn skipped(phase: &Phase, trial: u32, trials: u32, blocked: &[&String
         steps: vec![],
         samples: vec![],
         bindings: BTreeMap::new(),
+        metrics: None,
         events: None,
         check: None,
     }

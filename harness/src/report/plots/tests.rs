@@ -88,6 +88,7 @@ fn trial(trial: u32, trials: u32, election_ms: u64) -> TrialRecord {
         }],
         events: Some(events),
         bindings: BTreeMap::from([("old_leader".into(), "coordinator-2".into())]),
+        metrics: None,
         check: Default::default(),
     }
 }
