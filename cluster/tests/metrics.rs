@@ -360,3 +360,49 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
         "exactly one verdict, by worker-1's link holder"
     );
 }
+
+/// A hung worker (SIGSTOP) keeps its TCP connection: only the ping deadline sees it, and the
+/// verdict is counted under that layer, once, by the link holder.
+#[tokio::test]
+async fn t20_a_hung_worker_is_counted_under_the_ping_deadline() {
+    let mut c = Cluster::new(FAST_DETECTION);
+    c.start_broker();
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let (leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
+    c.start_worker("w-hung", &[1, 2, 3]);
+    c.start_worker("w-spare", &[2, 3, 1]);
+    c.wait_for(leader, "/api/v1/cluster/workers", "2 workers ready", |v| {
+        let ws = v["workers"].as_array()?;
+        (ws.len() == 2 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
+    })
+    .await;
+    c.pause_worker("w-hung", true);
+    c.wait_for(
+        leader,
+        "/api/v1/cluster/workers/w-hung",
+        "w-hung unhealthy",
+        |v| (v["status"] == "unhealthy").then_some(()),
+    )
+    .await;
+    let mut by_layer = std::collections::BTreeMap::new();
+    for id in 1..=3 {
+        let s = prom::parse(&scrape(&c, &c.url(id)).await.1);
+        for sample in s
+            .iter()
+            .filter(|s| s.name == "varpulis_cluster_failure_detections_total")
+        {
+            *by_layer
+                .entry(sample.labels["layer"].clone())
+                .or_insert(0.0) += sample.value;
+        }
+    }
+    c.pause_worker("w-hung", false);
+    assert_eq!(by_layer["ping_deadline"], 1.0, "{by_layer:?}");
+    assert_eq!(
+        by_layer.values().sum::<f64>(),
+        1.0,
+        "one verdict in all: {by_layer:?}"
+    );
+}

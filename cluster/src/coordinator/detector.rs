@@ -10,7 +10,6 @@
 //!    REST heartbeats count too; a ready worker not seen for its limit is declared unhealthy.
 //!    This catches a worker whose link holder died with it, and workers without a WebSocket.
 
-use crate::metrics::DetectionLayer;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
 use crate::api::model::{HeartbeatBody, WorkerStatus};
+use crate::metrics::DetectionLayer;
 use crate::raft::{Command, NodeId};
 
 /// Failure-detection timings (flags; tests use short ones).

@@ -1,6 +1,5 @@
 //! Worker routes: registration, REST heartbeats, the WebSocket link, listing and draining.
 
-use crate::metrics::DetectionLayer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use crate::api::model::{
     HeartbeatBody, RegisterWorker, WorkerInfo, WorkerList, WorkerStatus, WsMessage,
 };
 use crate::auth::ApiKey;
+use crate::metrics::DetectionLayer;
 use crate::raft::Command;
 
 type Shared = Arc<Coordinator>;
@@ -251,7 +251,9 @@ async fn link(c: Shared, mut socket: WebSocket) {
         link_deadline_ms: Some(c.detector.ping_dead.as_millis() as u64),
     };
     let mut last_sent = c.state.read(|a| a.state.assignments(&worker_id));
-    let reason = if send(&mut socket, &ack).await
+    // Why the link ended, and the detection layer that saw it (the ping deadline: a hung or
+    // cut-off worker; anything else: the connection itself closed or failed).
+    let (reason, layer) = if send(&mut socket, &ack).await
         && send(
             &mut socket,
             &WsMessage::Assignments {
@@ -280,52 +282,50 @@ async fn link(c: Shared, mut socket: WebSocket) {
                                 }
                                 let ack = WsMessage::HeartbeatAck { lease_ms: c.lease_grant() };
                                 if !send(&mut socket, &ack).await {
-                                    break "send failed".to_string();
+                                    break ("send failed".to_string(), DetectionLayer::WsClose);
                                 }
                             }
                             Ok(other) => tracing::debug!(%worker_id, ?other, "ignored frame"),
                             Err(e) => tracing::warn!(%worker_id, "bad frame: {e}"),
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => break "WebSocket closed".to_string(),
+                    Some(Ok(Message::Close(_))) | None => break ("WebSocket closed".to_string(), DetectionLayer::WsClose),
                     Some(Ok(_)) => {
                         last_rx = Instant::now();
                         c.links.saw(&worker_id);
                     }
-                    Some(Err(e)) => break format!("WebSocket error: {e}"),
+                    Some(Err(e)) => break (format!("WebSocket error: {e}"), DetectionLayer::WsClose),
                 },
                 _ = ping.tick() => {
                     if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        break "ping send failed".to_string();
+                        break ("ping send failed".to_string(), DetectionLayer::WsClose);
                     }
                 }
                 // The deadline fires exactly `ping_dead` after the last frame, not at the next
                 // ping tick: a hung worker is declared dead within the deadline itself.
                 _ = tokio::time::sleep_until((last_rx + c.detector.ping_dead).into()) => {
-                    break format!("no frame for {} ms (ping deadline)", c.detector.ping_dead.as_millis());
+                    break (
+                        format!("no frame for {} ms (ping deadline)", c.detector.ping_dead.as_millis()),
+                        DetectionLayer::PingDeadline,
+                    );
                 }
                 r = changes.changed() => {
-                    if r.is_err() { break "shutting down".to_string(); }
+                    if r.is_err() { break ("shutting down".to_string(), DetectionLayer::WsClose); }
                     let now = c.state.read(|a| a.state.assignments(&worker_id));
                     if now != last_sent {
                         last_sent = now;
                         if !send(&mut socket, &WsMessage::Assignments { assignments: last_sent.clone() }).await {
-                            break "send failed".to_string();
+                            break ("send failed".to_string(), DetectionLayer::WsClose);
                         }
                     }
                 }
             }
         }
     } else {
-        "send failed".to_string()
+        ("send failed".to_string(), DetectionLayer::WsClose)
     };
     commit.closed.store(true, Ordering::SeqCst);
     c.metrics.link_changed(false);
-    let layer = if reason.contains("ping deadline") {
-        DetectionLayer::PingDeadline
-    } else {
-        DetectionLayer::WsClose
-    };
     if c.links.close(&worker_id, conn) {
         let link_gen = *commit.gen.lock().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(%worker_id, %reason, ?link_gen, "worker link lost");
