@@ -51,9 +51,21 @@ impl EventLog {
 
     /// Record an event now.
     pub fn push(&self, kind: ClusterEventKind) {
+        self.observe(&kind);
+        self.record(kind);
+    }
+
+    /// Tell the observer of `kind` only. The state machine does this while it still holds the
+    /// state's write lock, so whoever reads the state and the metrics under its read lock sees
+    /// both or neither; it records the event afterwards.
+    pub fn observe(&self, kind: &ClusterEventKind) {
         if let Some(observe) = self.observer.get() {
-            observe(&kind);
+            observe(kind);
         }
+    }
+
+    /// Record an event now without telling the observer (it was told already).
+    pub fn record(&self, kind: ClusterEventKind) {
         let ts_ms = now_ms();
         let mut ring = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         ring.last_seq += 1;

@@ -68,7 +68,7 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
     for id in 1..=3 {
         c.start(id);
     }
-    let (leader, term) = c.await_leader(&[1, 2, 3], "at start").await;
+    let (first_leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
     // The seed's homing: two workers on coordinator-1, one on each of the others.
     for (w, home) in [
         ("worker-1", 1),
@@ -79,21 +79,26 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
         let others: Vec<u64> = (1..=3).filter(|&id| id != home).collect();
         c.start_worker(w, &[home, others[0], others[1]]);
     }
-    c.wait_for(leader, "/api/v1/cluster/workers", "4 workers ready", |v| {
-        let ws = v["workers"].as_array()?;
-        (ws.len() == 4 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
-    })
+    c.wait_for(
+        first_leader,
+        "/api/v1/cluster/workers",
+        "4 workers ready",
+        |v| {
+            let ws = v["workers"].as_array()?;
+            (ws.len() == 4 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
+        },
+    )
     .await;
     let group = json!({"name": "g", "pipelines": [
         {"name": "p1", "source": SOURCE, "worker_affinity": "worker-1"},
         {"name": "p2", "source": SOURCE.replace("input/1", "input/2"), "worker_affinity": "worker-3"},
     ]});
     let (status, body) = c
-        .post(leader, "/api/v1/cluster/pipeline-groups", &group)
+        .post(first_leader, "/api/v1/cluster/pipeline-groups", &group)
         .await;
     assert_eq!(status, 201, "{body}");
     c.wait_for(
-        leader,
+        first_leader,
         "/api/v1/cluster/topology",
         "p1 and p2 running",
         |v| {
@@ -108,9 +113,19 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
     );
     for id in 1..=3 {
         let node = format!("coordinator-{id}");
-        let before = c.metrics(id).await.expect("raft metrics");
-        let (content_type, text) = scrape(&c, &c.url(id)).await;
-        let after = c.metrics(id).await.expect("raft metrics");
+        // The agreed leader read around the scrape, the same on both sides (a leader change
+        // under a loaded CI box's fast timings is possible: take another look then).
+        let mut attempts = 0;
+        let (leader, term, before, content_type, text, after) = loop {
+            let agreed = c.await_leader(&[1, 2, 3], "before a scrape").await;
+            let before = c.metrics(id).await.expect("raft metrics");
+            let (content_type, text) = scrape(&c, &c.url(id)).await;
+            let after = c.metrics(id).await.expect("raft metrics");
+            attempts += 1;
+            if c.await_leader(&[1, 2, 3], "after a scrape").await == agreed || attempts == 5 {
+                break (agreed.0, agreed.1, before, content_type, text, after);
+            }
+        };
         assert!(
             content_type.starts_with("text/plain; version=0.0.4"),
             "{node}: content type {content_type:?}"
@@ -187,7 +202,7 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
             if id == 1 { 2.0 } else { 1.0 },
             "{node}: links held (seed homing 2/1/1)"
         );
-        if id == leader {
+        if id == first_leader {
             assert_eq!(
                 must(
                     &s,
@@ -276,17 +291,38 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
         "kill worker-1 (p1's host): one detection by WebSocket close, one successful migration"
     );
     c.kill_worker("worker-1");
-    c.wait_for(leader, "/api/v1/cluster/migrations", "p1 migrated", |v| {
-        v["migrations"]
-            .as_array()?
-            .iter()
-            .any(|m| m["status"] == "completed")
-            .then_some(())
-    })
+    c.wait_for(
+        first_leader,
+        "/api/v1/cluster/migrations",
+        "p1 migrated",
+        |v| {
+            v["migrations"]
+                .as_array()?
+                .iter()
+                .any(|m| m["status"] == "completed")
+                .then_some(())
+        },
+    )
     .await;
+    let (sweeping, _) = c.await_leader(&[1, 2, 3], "after the migration").await;
     let mut detections = 0.0;
     for id in 1..=3 {
         let node = format!("coordinator-{id}");
+        // A follower applies the migration's end a little after the leader; its metrics are
+        // read under the same lock as its state, so once its API shows it, so do they.
+        c.wait_for(
+            id,
+            "/api/v1/cluster/migrations",
+            "the migration applied here",
+            |v| {
+                v["migrations"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["status"] == "completed")
+                    .then_some(())
+            },
+        )
+        .await;
         let s = prom::parse(&scrape(&c, &c.url(id)).await.1);
         assert_eq!(
             must(
@@ -329,7 +365,7 @@ async fn t10_metrics_are_lint_clean_and_mean_what_they_say() {
             ws_close,
             "{node}: the only verdicts are WebSocket closes"
         );
-        if id == leader {
+        if id == sweeping {
             // The leader swept at least once by now (one sweep per second), over the 3 it still
             // counts as not unhealthy.
             assert!(
@@ -386,18 +422,27 @@ async fn t20_a_hung_worker_is_counted_under_the_ping_deadline() {
         |v| (v["status"] == "unhealthy").then_some(()),
     )
     .await;
-    let mut by_layer = std::collections::BTreeMap::new();
-    for id in 1..=3 {
-        let s = prom::parse(&scrape(&c, &c.url(id)).await.1);
-        for sample in s
-            .iter()
-            .filter(|s| s.name == "varpulis_cluster_failure_detections_total")
-        {
-            *by_layer
-                .entry(sample.labels["layer"].clone())
-                .or_insert(0.0) += sample.value;
+    // The holder counts its verdict once its commit returns, a moment after the leader applied
+    // it: poll (bounded) until one verdict is counted anywhere.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let by_layer = loop {
+        let mut by_layer = std::collections::BTreeMap::new();
+        for id in 1..=3 {
+            let s = prom::parse(&scrape(&c, &c.url(id)).await.1);
+            for sample in s
+                .iter()
+                .filter(|s| s.name == "varpulis_cluster_failure_detections_total")
+            {
+                *by_layer
+                    .entry(sample.labels["layer"].clone())
+                    .or_insert(0.0) += sample.value;
+            }
         }
-    }
+        if by_layer.values().sum::<f64>() > 0.0 || std::time::Instant::now() > deadline {
+            break by_layer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     c.pause_worker("w-hung", false);
     assert_eq!(by_layer["ping_deadline"], 1.0, "{by_layer:?}");
     assert_eq!(

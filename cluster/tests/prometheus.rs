@@ -257,7 +257,7 @@ async fn t10_prometheus_scrapes_the_cluster_and_every_panel_has_data() {
     for id in 1..=3 {
         c.start(id);
     }
-    let (leader, term) = c.await_leader(&[1, 2, 3], "at start").await;
+    let (first_leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
     for (w, home) in [
         ("worker-1", 1),
         ("worker-2", 1),
@@ -267,14 +267,19 @@ async fn t10_prometheus_scrapes_the_cluster_and_every_panel_has_data() {
         let others: Vec<u64> = (1..=3).filter(|&id| id != home).collect();
         c.start_worker(w, &[home, others[0], others[1]]);
     }
-    c.wait_for(leader, "/api/v1/cluster/workers", "4 workers ready", |v| {
-        let ws = v["workers"].as_array()?;
-        (ws.len() == 4 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
-    })
+    c.wait_for(
+        first_leader,
+        "/api/v1/cluster/workers",
+        "4 workers ready",
+        |v| {
+            let ws = v["workers"].as_array()?;
+            (ws.len() == 4 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
+        },
+    )
     .await;
     let group = json!({"name": "g", "pipelines": [{"name": "p1", "source": SOURCE}]});
     let (status, body) = c
-        .post(leader, "/api/v1/cluster/pipeline-groups", &group)
+        .post(first_leader, "/api/v1/cluster/pipeline-groups", &group)
         .await;
     assert_eq!(status, 201, "{body}");
 
@@ -305,15 +310,32 @@ async fn t10_prometheus_scrapes_the_cluster_and_every_panel_has_data() {
     );
 
     tracing::info!("raft_role: 3 series, exactly one 2, on the agreed leader");
+    // Compared with the leader agreed just before (a leader change under a loaded CI box's fast
+    // timings is possible, and Prometheus's samples are up to a scrape old: look again then).
+    let mut attempts = 0;
+    let (leader, term, roles) = loop {
+        let agreed = c.await_leader(&[1, 2, 3], "before the query").await;
+        let roles = prometheus
+            .until(
+                &http,
+                "varpulis_cluster_raft_role",
+                "3 raft_role series, one of them 2",
+                |r| {
+                    (r.len() == 3 && r.iter().filter(|s| value(s) == 2.0).count() == 1)
+                        .then(|| r.to_vec())
+                },
+            )
+            .await;
+        attempts += 1;
+        let on_agreed = roles
+            .iter()
+            .any(|s| value(s) == 2.0 && instance(s) == address(c.url(agreed.0)));
+        if on_agreed || attempts == 5 {
+            break (agreed.0, agreed.1, roles);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let leader_address = address(c.url(leader));
-    let roles = prometheus
-        .until(
-            &http,
-            "varpulis_cluster_raft_role",
-            "3 raft_role series",
-            |r| (r.len() == 3).then(|| r.to_vec()),
-        )
-        .await;
     let leaders: Vec<&str> = roles
         .iter()
         .filter(|s| value(s) == 2.0)

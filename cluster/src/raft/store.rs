@@ -438,9 +438,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 results.push(result);
             }
+            for event in &applied_events {
+                self.events.observe(event);
+            }
         }
         for event in applied_events {
-            self.events.push(event);
+            self.events.record(event);
         }
         if !results.is_empty() {
             self.applied.send_modify(|v| *v += 1);
