@@ -45,6 +45,9 @@ const READ_PAGE: &str = r##"!document.getElementById("leader") ? "null" : JSON.s
   worker_rows: document.querySelectorAll("#worker-rows tr").length,
   pipeline_rows: document.querySelectorAll("#pipeline-rows tr[data-pipeline]").length,
   ready: document.getElementById("n-ready").textContent,
+  migrations: document.getElementById("n-migrations").textContent,
+  migration_rows: [...document.querySelectorAll("#migrations tr[data-migration]")]
+    .map((r) => r.dataset.migration),
 })"##;
 
 #[derive(Debug)]
@@ -211,4 +214,37 @@ async fn t10_cluster_page_shows_the_leader_and_follows_a_leader_kill() {
     let after = artifact("cluster-health-after-leader-kill.png");
     browser.screenshot(&after).await;
     println!("screenshot: {}", after.display());
+
+    tracing::info!("kill filter_1's worker: the page counts and lists the migration");
+    let host = c
+        .wait_for(
+            new_leader,
+            "/api/v1/cluster/topology",
+            "filter_1 placed",
+            |v| {
+                v["groups"][0]["pipelines"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["name"] == "filter_1")?["worker_id"]
+                    .as_str()
+                    .map(String::from)
+            },
+        )
+        .await;
+    c.kill_worker(&host);
+    let shown = until(
+        &mut browser,
+        Duration::from_secs(20),
+        "the migration",
+        |s| {
+            s.raw["migrations"] == "1"
+                && s.raw["migration_rows"] == json!(["completed"])
+                && s.ready_workers == 3
+        },
+    )
+    .await;
+    println!("the page shows: {}", shown.raw);
+    let migrated = artifact("cluster-health-after-worker-kill.png");
+    browser.screenshot(&migrated).await;
+    println!("screenshot: {}", migrated.display());
 }
