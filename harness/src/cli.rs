@@ -103,6 +103,8 @@ pub struct RunArgs {
     /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
     #[arg(long, value_name = "FILE")]
     pub gate: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::topology::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -247,6 +249,7 @@ pub async fn run(args: RunArgs) -> u8 {
             ..DetectorTimings::SEED
         },
         api_key: Some(format!("harness-{seed:x}")),
+        mqtt_url: args.cluster.mqtt_url.clone(),
     };
     let caps = Capabilities {
         backend: backend_name,
@@ -291,7 +294,8 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    let refused = phase::unsupported_faults(&phases, &plan, &caps);
+    let mut refused = phase::unsupported_faults(&phases, &plan, &caps);
+    refused.extend(args.cluster.refused(&phases, &plan));
     if !refused.is_empty() {
         for e in &refused {
             eprintln!("error: {e}");
@@ -349,6 +353,7 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
+    cmd += &args.cluster.reproduce();
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
     }
@@ -449,6 +454,9 @@ async fn run_with<B: Backend>(
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms: args.drain_quiet_ms,
+            broker: Some(crate::backend::broker::describe(
+                backend.spec().mqtt_url.as_ref(),
+            )),
         },
         trials: vec![],
         interrupted: false,

@@ -22,6 +22,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod step;
+pub mod topology;
 pub mod traffic;
 
 /// Exit codes: each failure cause has its own.

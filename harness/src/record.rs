@@ -51,6 +51,9 @@ pub struct RunSettings {
     /// Quiet period a drain waits for: no arrival on the output topic for this long.
     #[serde(default)]
     pub drain_quiet_ms: u64,
+    /// Which MQTT broker carried the events (absent in runs recorded before it was noted).
+    #[serde(default)]
+    pub broker: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,7 @@ impl RunSettings {
             cpu_cores: 0,
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms,
+            broker: None,
         }
     }
 }

@@ -111,6 +111,12 @@ impl DockerBackend {
         spec: ClusterSpec,
         run_id: &str,
     ) -> anyhow::Result<Self> {
+        if let Some(url) = spec.mqtt_url.as_ref().filter(|u| u.is_loopback()) {
+            bail!(
+                "--mqtt-url {url} is a loopback address, which containers cannot reach: give the \
+                 broker's address on a network the containers share (e.g. the host's LAN address)"
+            );
+        }
         let docker = connect().await?;
         remove_leftovers(&docker).await?;
         let image = ensure_image(&docker, bin).await?;
@@ -137,10 +143,7 @@ impl DockerBackend {
             host,
             cleaned: false,
         };
-        let nodes: Vec<NodeName> = std::iter::once(NodeName::Broker)
-            .chain((1..=backend.spec.coordinators).map(NodeName::Coordinator))
-            .chain((1..=backend.spec.workers).map(NodeName::Worker))
-            .collect();
+        let nodes = backend.spec.nodes();
         // Choose every published port first, holding them, so no two nodes get the same one.
         let held: Vec<std::net::TcpListener> = nodes
             .iter()
@@ -170,7 +173,10 @@ impl DockerBackend {
         let addressing = super::Addressing {
             listen: format!("0.0.0.0:{}", Self::inner_port(node)),
             coordinator_url: &coordinator_url,
-            mqtt_url: format!("mqtt://broker:{BROKER_PORT}"),
+            mqtt_url: match &self.spec.mqtt_url {
+                Some(url) => url.to_string(),
+                None => format!("mqtt://broker:{BROKER_PORT}"),
+            },
             data_dir: "/data".into(),
             advertise: Some(format!("http://{node}:{WORKER_PORT}")),
         };
@@ -409,16 +415,22 @@ impl Backend for DockerBackend {
     fn endpoint(&self, node: NodeName) -> String {
         let port = self.ports.get(&node).copied().unwrap_or(0);
         match node {
-            NodeName::Broker => format!("mqtt://{}:{port}", self.host),
+            NodeName::Broker => {
+                let (host, port) = self.mqtt();
+                format!("mqtt://{host}:{port}")
+            }
             _ => format!("http://{}:{port}", self.host),
         }
     }
 
     fn mqtt(&self) -> (String, u16) {
-        (
-            self.host.clone(),
-            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
-        )
+        match &self.spec.mqtt_url {
+            Some(url) => (url.host.clone(), url.port),
+            None => (
+                self.host.clone(),
+                self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
+            ),
+        }
     }
 
     fn state(&self, node: NodeName) -> NodeState {

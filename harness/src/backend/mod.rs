@@ -2,6 +2,7 @@
 //! declares its capabilities, so a phase asking for a fault a backend cannot inject is refused
 //! before anything starts.
 
+pub mod broker;
 pub mod docker;
 pub mod process;
 
@@ -79,6 +80,22 @@ pub struct ClusterSpec {
     /// Shared API key for mutating routes and Raft RPCs (never written to reports).
     #[serde(skip)]
     pub api_key: Option<String>,
+    /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
+    #[serde(default)]
+    pub mqtt_url: Option<broker::MqttUrl>,
+}
+
+impl ClusterSpec {
+    /// The nodes of the topology in start order: the broker (unless external), coordinators,
+    /// workers.
+    pub fn nodes(&self) -> Vec<NodeName> {
+        let broker = self.mqtt_url.is_none().then_some(NodeName::Broker);
+        broker
+            .into_iter()
+            .chain((1..=self.coordinators).map(NodeName::Coordinator))
+            .chain((1..=self.workers).map(NodeName::Worker))
+            .collect()
+    }
 }
 
 /// What a node is doing, as far as the backend knows.

@@ -50,10 +50,7 @@ impl ProcessBackend {
         let mut ports = BTreeMap::new();
         // Hold every listener until all ports are chosen, so no two nodes get the same one.
         let mut held = Vec::new();
-        let nodes = std::iter::once(NodeName::Broker)
-            .chain((1..=spec.coordinators).map(NodeName::Coordinator))
-            .chain((1..=spec.workers).map(NodeName::Worker));
-        for node in nodes {
+        for node in spec.nodes() {
             let listener = TcpListener::bind("127.0.0.1:0").context("choose a free port")?;
             ports.insert(node, listener.local_addr()?.port());
             held.push(listener);
@@ -76,7 +73,7 @@ impl ProcessBackend {
         let addressing = super::Addressing {
             listen: format!("127.0.0.1:{}", self.ports[&node]),
             coordinator_url: &coordinator_url,
-            mqtt_url: format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
+            mqtt_url: self.endpoint(NodeName::Broker),
             data_dir: self.data_dir(node).display().to_string(),
             advertise: None,
         };
@@ -160,16 +157,22 @@ impl Backend for ProcessBackend {
     fn endpoint(&self, node: NodeName) -> String {
         let port = self.ports.get(&node).copied().unwrap_or(0);
         match node {
-            NodeName::Broker => format!("mqtt://127.0.0.1:{port}"),
+            NodeName::Broker => {
+                let (host, port) = self.mqtt();
+                format!("mqtt://{host}:{port}")
+            }
             _ => format!("http://127.0.0.1:{port}"),
         }
     }
 
     fn mqtt(&self) -> (String, u16) {
-        (
-            "127.0.0.1".into(),
-            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
-        )
+        match &self.spec.mqtt_url {
+            Some(url) => (url.host.clone(), url.port),
+            None => (
+                "127.0.0.1".into(),
+                self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
+            ),
+        }
     }
 
     fn state(&self, node: NodeName) -> NodeState {

@@ -216,6 +216,9 @@ pub fn results_markdown(data: &RunData) -> String {
         c.coordinators / 2 + 1
     );
     let _ = writeln!(s, "| Workers | {} |", c.workers);
+    if let Some(broker) = &c.broker {
+        let _ = writeln!(s, "| MQTT broker | {broker} |");
+    }
     let _ = writeln!(
         s,
         "| Raft heartbeat interval | {} ms |",

@@ -113,6 +113,7 @@ fn run(trials: u32) -> RunData {
             cpu_cores: 2,
             harness_version: "0".into(),
             drain_quiet_ms: 250,
+            broker: None,
         },
         trials: (1..=trials)
             .map(|i| trial(i, trials, 900 + 17 * u64::from(i)))

@@ -1,0 +1,262 @@
+//! The harness driving clusters other than its default one: an external broker (Debian's
+//! mosquitto, started here on a free loopback port), and runs that share a machine.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Bound on mosquitto accepting connections after its start (it takes milliseconds).
+const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `cluster` binary built by `cargo test --workspace`, next to this test's directory.
+fn cluster_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("cluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the workspace tests (cargo test --workspace) so it is built",
+        bin.display()
+    );
+    bin
+}
+
+fn repo_phases() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../phases")
+        .display()
+        .to_string()
+}
+
+/// The harness on processes with the CI's fast timings (.ci/run); `CARGO` removed so it never
+/// runs a nested cargo.
+fn harness_command(args: &[&str], out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    command
+        .args(args)
+        .args(["--out", &out.display().to_string()])
+        .args([
+            "--backend",
+            "process",
+            "--heartbeat-ms",
+            "100",
+            "--election-min-ms",
+            "300",
+            "--election-max-ms",
+            "600",
+            "--grace-ms",
+            "3000",
+            "--ping-interval-ms",
+            "500",
+            "--ping-dead-ms",
+            "2000",
+            "--drain-quiet-ms",
+            "100",
+        ])
+        .arg("--cluster-bin")
+        .arg(cluster_bin())
+        .env_remove("CARGO");
+    command
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn read_summary(out: &Path) -> Value {
+    let path = out.join("latest/summary.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every trial passed with exact counts: nothing lost, duplicated, unexpected or unknown.
+fn assert_all_exact(summary: &Value, phases: &[&str]) {
+    let trials = summary["phases"].as_array().expect("phases");
+    let ids: Vec<&str> = trials.iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(ids, phases, "{summary}");
+    for trial in trials {
+        assert_eq!(trial["status"], "PASS", "{trial}");
+        let events = &trial["events"];
+        for count in [
+            "lost",
+            "duplicated",
+            "unexpected",
+            "unknown",
+            "malformed",
+            "undecodable",
+        ] {
+            assert_eq!(events[count], 0, "{count} in {trial}");
+        }
+        assert_eq!(events["delivered"], events["expected"], "{trial}");
+        assert!(events["expected"].as_u64().unwrap_or(0) > 0, "{trial}");
+    }
+    assert_eq!(summary["run_passed"], true, "{summary}");
+}
+
+/// Debian's mosquitto on a free loopback port, killed on drop.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Mosquitto {
+    /// Offline queues unbounded (`max_queued_messages 0`: the default 1000 drops the newest
+    /// silently); no persistence, since the broker is never restarted during a run.
+    fn start(dir: &Path) -> Mosquitto {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "mosquitto is not installed: install the Debian package `mosquitto` \
+                     (apt-get install mosquitto; .ci/run does)"
+                )
+            });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
+                 persistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type all\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let log = dir.join("mosquitto.log");
+        let file = std::fs::File::create(&log).expect("mosquitto.log");
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn mosquitto");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "mosquitto exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < BROKER_READY_TIMEOUT,
+                "mosquitto did not accept connections on port {port} within {BROKER_READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Mosquitto { child, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `--mqtt-url` at mosquitto: setup, baseline and a worker kill under traffic pass with exact
+/// counts; no broker was started, the nodes' pipelines held their sessions on mosquitto, and
+/// the report names the broker.
+#[test]
+fn external_mosquitto_carries_setup_baseline_and_worker_failover() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Mosquitto::start(dir.path());
+    let out = dir.path().join("reports");
+    let url = broker.url();
+    let output = harness_command(
+        &[
+            "--phases",
+            "0,1,3",
+            "--mqtt-url",
+            &url,
+            "--seed",
+            "13",
+            "--phases-dir",
+            &repo_phases(),
+        ],
+        &out,
+    )
+    .output()
+    .expect("run harness");
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary = read_summary(&out);
+    assert_all_exact(&summary, &["0", "1", "3"]);
+    // No broker node: its log would be there.
+    assert!(!out.join("latest/logs/broker.log").exists());
+    let results = std::fs::read_to_string(out.join("latest/results.md")).expect("results.md");
+    assert!(
+        results.contains(&format!("| MQTT broker | external, {url} (--mqtt-url")),
+        "{results}"
+    );
+    // The pipelines' persistent sessions and the harness's clients were on mosquitto.
+    let log = std::fs::read_to_string(&broker.log).expect("mosquitto.log");
+    for client in [
+        "as varpulis~",
+        "as harness-publisher-d",
+        "as harness-collector-d",
+    ] {
+        assert!(log.contains(client), "no '{client}' in mosquitto's log");
+    }
+}
+
+/// A broker step (kill broker) is refused before anything starts when the broker is external.
+#[test]
+fn external_broker_cannot_be_faulted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let phases = dir.path().join("phases");
+    std::fs::create_dir_all(&phases).expect("mkdir");
+    std::fs::write(
+        phases.join("00-setup.toml"),
+        "name = \"Setup\"\n[[step]]\ndo = \"start_cluster\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        phases.join("01-broker.toml"),
+        "name = \"Broker kill\"\nrequires = [\"setup\"]\n[[step]]\ndo = \"kill\"\ntarget = \"broker\"\n",
+    )
+    .expect("write");
+    let output = harness_command(
+        &[
+            "--phases",
+            "broker",
+            "--mqtt-url",
+            "mqtt://127.0.0.1:1",
+            "--phases-dir",
+            &phases.display().to_string(),
+        ],
+        &dir.path().join("reports"),
+    )
+    .output()
+    .expect("run harness");
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("01-broker.toml:3: step `kill`: the broker is external (mqtt://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("reports/runs").exists(), "{stderr}");
+}
