@@ -393,8 +393,7 @@ async fn execute(
 ) -> anyhow::Result<(RunData, PathBuf)> {
     let now = jiff::Zoned::now();
     let run_id = format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), seed & 0xffff);
-    let dir = out.join("runs").join(&run_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (run_id, dir) = crate::backend::ownership::claim_run_dir(out, &run_id)?;
     let command = reproduce_command(args, backend_kind, seed);
     eprintln!("harness: run {run_id} on {backend_kind:?}, seed {seed}; reproduce with: {command}");
     let started = Started {
@@ -523,11 +522,35 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
 }
 
 /// Copy the run directory's report files (not node data) to `latest`.
+/// Runs finishing at once (sharing `--out`) each copy aside first and then swap it in, so
+/// `latest` is always one run's whole copy (the last to swap).
 pub(crate) fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
-    if latest.exists() {
-        std::fs::remove_dir_all(latest)?;
+    let name = latest.file_name().context("latest has no name")?;
+    let staged = latest.with_file_name(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
     }
-    copy_tree(dir, latest, &|p: &Path| !p.ends_with("data"))
+    copy_tree(dir, &staged, &|p: &Path| !p.ends_with("data"))?;
+    let mut last = None;
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(latest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Another run is swapping too; the rename below says whether it matters.
+            Err(e) => tracing::debug!("remove {}: {e}", latest.display()),
+        }
+        match std::fs::rename(&staged, latest) {
+            Ok(()) => return Ok(()),
+            // Another run swapped its copy in between: take its place.
+            Err(e) => last = Some(e),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staged);
+    Err(last.map_or_else(|| anyhow::anyhow!("rename failed"), anyhow::Error::from))
 }
 
 fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> anyhow::Result<()> {

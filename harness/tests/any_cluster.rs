@@ -260,3 +260,68 @@ fn external_broker_cannot_be_faulted() {
     );
     assert!(!dir.path().join("reports/runs").exists(), "{stderr}");
 }
+
+/// The run directory a harness run reported on stdout (`report: DIR/results.md`).
+fn reported_dir(output: &Output) -> PathBuf {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report line in {}", show(output)));
+    PathBuf::from(line)
+        .parent()
+        .expect("results.md in a run dir")
+        .to_path_buf()
+}
+
+/// Two runs at once on one machine, same seed and same reports directory (so the same run id
+/// is wanted by both): each gets its own run dir, ports, data dirs and broker, and both pass
+/// setup, baseline and a worker kill under traffic with exact counts.
+#[test]
+fn two_runs_at_once_on_processes_both_pass() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("reports");
+    let args = [
+        "--phases",
+        "0,1,3",
+        "--seed",
+        "21",
+        "--phases-dir",
+        &repo_phases(),
+    ];
+    // Output to files, not pipes: a pipe nobody reads while the other run is awaited could fill
+    // and stall a run.
+    let spawn = |name: &str| {
+        let (o, e) = (
+            dir.path().join(name),
+            dir.path().join(format!("{name}.err")),
+        );
+        let child = harness_command(&args, &out)
+            .stdout(std::fs::File::create(&o).expect("stdout file"))
+            .stderr(std::fs::File::create(&e).expect("stderr file"))
+            .spawn()
+            .expect("spawn harness");
+        (child, o, e)
+    };
+    let finish = |(mut child, o, e): (Child, PathBuf, PathBuf)| Output {
+        status: child.wait().expect("wait harness"),
+        stdout: std::fs::read(o).expect("stdout"),
+        stderr: std::fs::read(e).expect("stderr"),
+    };
+    // Both started before either is waited for.
+    let (a, b) = (spawn("a"), spawn("b"));
+    let (a, b) = (finish(a), finish(b));
+    for output in [&a, &b] {
+        assert_eq!(output.status.code(), Some(0), "{}", show(output));
+    }
+    let (dir_a, dir_b) = (reported_dir(&a), reported_dir(&b));
+    assert_ne!(dir_a, dir_b);
+    for run in [&dir_a, &dir_b] {
+        let bytes = std::fs::read(run.join("summary.json")).expect("summary.json");
+        let summary: Value = serde_json::from_slice(&bytes).expect("summary");
+        assert_all_exact(&summary, &["0", "1", "3"]);
+    }
+    // `latest` is one run's whole copy.
+    let latest = read_summary(&out);
+    assert_all_exact(&latest, &["0", "1", "3"]);
+}

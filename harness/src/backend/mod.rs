@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod docker;
+pub mod ownership;
 pub mod process;
 
 use std::fmt;
