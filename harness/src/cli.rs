@@ -239,8 +239,9 @@ pub async fn run(args: RunArgs) -> u8 {
         "process"
     };
     let spec = ClusterSpec {
-        coordinators: 3,
-        workers: 4,
+        coordinators: args.cluster.coordinators,
+        workers: args.cluster.workers,
+        pipelines: args.cluster.pipelines,
         raft,
         detector: DetectorTimings {
             grace_ms: args.grace_ms,
@@ -303,6 +304,7 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("{} phase file error(s); nothing was started", refused.len());
         return exit::INVALID_INPUT;
     }
+    crate::traffic::ledger::set_pipeline_count(u64::from(spec.pipelines));
     let progress =
         crate::progress::install(crate::progress::Mode::detect(args.format == Format::Json));
     let executed = execute(
@@ -453,6 +455,7 @@ async fn run_with<B: Backend>(
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms: args.drain_quiet_ms,
+            pipelines: backend.spec().pipelines,
             broker: Some(crate::backend::broker::describe(
                 backend.spec().mqtt_url.as_ref(),
             )),

@@ -54,6 +54,13 @@ pub struct RunSettings {
     /// Which MQTT broker carried the events (absent in runs recorded before it was noted).
     #[serde(default)]
     pub broker: Option<String>,
+    /// Filter pipelines of the workload (`--pipelines`).
+    #[serde(default = "seed_pipelines")]
+    pub pipelines: u32,
+}
+
+fn seed_pipelines() -> u32 {
+    crate::topology::SEED_PIPELINES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +222,7 @@ impl RunSettings {
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms,
             broker: None,
+            pipelines: crate::topology::SEED_PIPELINES,
         }
     }
 }

@@ -325,3 +325,111 @@ fn two_runs_at_once_on_processes_both_pass() {
     let latest = read_summary(&out);
     assert_all_exact(&latest, &["0", "1", "3"]);
 }
+
+/// 5 coordinators, 8 workers, 4 pipelines: setup homes the links as `home_of` spreads them
+/// and says so, every pipeline gets both matching and filtered events (an even count pairs
+/// seqs), and the baseline and a leader kill pass with exact counts.
+#[test]
+fn five_coordinators_eight_workers_four_pipelines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("reports");
+    let output = harness_command(
+        &[
+            "--phases",
+            "0,1,2,5",
+            "--coordinators",
+            "5",
+            "--workers",
+            "8",
+            "--pipelines",
+            "4",
+            "--seed",
+            "58",
+            "--phases-dir",
+            &repo_phases(),
+        ],
+        &out,
+    )
+    .output()
+    .expect("run harness");
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let summary = read_summary(&out);
+    let trials = summary["phases"].as_array().expect("phases");
+    // Phase 2 publishes nothing: judge the others' counts, and phase 2 by its detail.
+    let ids: Vec<&str> = trials.iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(ids, ["0", "1", "2", "5"], "{summary}");
+    assert!(trials.iter().all(|t| t["status"] == "PASS"), "{summary}");
+    assert_eq!(
+        trials[2]["details"],
+        "coordinator-1: 3 WS, coordinator-2: 2 WS, coordinator-3: 1 WS, coordinator-4: 1 WS, \
+         coordinator-5: 1 WS (homed as configured: coordinator-1 = 3, coordinator-2 = 2, \
+         coordinator-3 = 1, coordinator-4 = 1, coordinator-5 = 1)",
+        "{summary}"
+    );
+    for t in [&trials[1], &trials[3]] {
+        let events = &t["events"];
+        for count in ["lost", "duplicated", "unexpected", "unknown"] {
+            assert_eq!(events[count], 0, "{count} in {t}");
+        }
+        assert_eq!(events["delivered"], events["expected"], "{t}");
+    }
+    // Baseline: 500 events, 250 matching, over four pipelines, each with its share.
+    let csv = std::fs::read_to_string(out.join("latest/events.csv")).expect("events.csv");
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .filter(|l| l.starts_with("1,1,"))
+        .map(|l| l.split(',').collect())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[2]).collect();
+    assert_eq!(
+        names,
+        [
+            "sensor_filter_1",
+            "sensor_filter_2",
+            "sensor_filter_3",
+            "sensor_filter_4"
+        ],
+        "{csv}"
+    );
+    let expected: Vec<u64> = rows.iter().map(|r| r[3].parse().expect("n")).collect();
+    assert_eq!(expected.iter().sum::<u64>(), 250, "{csv}");
+    assert!(expected.iter().all(|&n| (62..=63).contains(&n)), "{csv}");
+    let results = std::fs::read_to_string(out.join("latest/results.md")).expect("results.md");
+    for row in [
+        "| Coordinators | 5 (quorum 3) |",
+        "| Workers | 8 |",
+        "| Pipelines | 4 |",
+    ] {
+        assert!(results.contains(row), "{row} not in {results}");
+    }
+}
+
+/// A topology the planned phases cannot run is refused before anything starts.
+#[test]
+fn a_topology_the_phases_cannot_use_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("reports");
+    let phases = repo_phases();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--phases-dir", phases.as_str()];
+        args.extend_from_slice(extra);
+        harness_command(&args, &out).output().expect("run harness")
+    };
+    let output = run(&["--phases", "4", "--pipelines", "2"]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("04-cascading-failure.toml")
+            && stderr
+                .contains("pipeline sensor_filter_3 is not part of this workload (--pipelines 2"),
+        "{stderr}"
+    );
+    let output = run(&["--phases", "0", "--coordinators", "4"]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("3 or 5 coordinators"),
+        "{}",
+        show(&output)
+    );
+    assert!(!out.join("runs").exists());
+}

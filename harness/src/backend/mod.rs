@@ -84,6 +84,13 @@ pub struct ClusterSpec {
     /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
     #[serde(default)]
     pub mqtt_url: Option<broker::MqttUrl>,
+    /// Filter pipelines of the workload (`sensor_filter_1..=N`; the seed's three by default).
+    #[serde(default = "seed_pipelines")]
+    pub pipelines: u32,
+}
+
+fn seed_pipelines() -> u32 {
+    crate::topology::SEED_PIPELINES
 }
 
 impl ClusterSpec {

@@ -216,6 +216,7 @@ pub fn results_markdown(data: &RunData) -> String {
         c.coordinators / 2 + 1
     );
     let _ = writeln!(s, "| Workers | {} |", c.workers);
+    let _ = writeln!(s, "| Pipelines | {} |", c.pipelines);
     if let Some(broker) = &c.broker {
         let _ = writeln!(s, "| MQTT broker | {broker} |");
     }

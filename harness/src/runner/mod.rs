@@ -160,6 +160,14 @@ impl<B: Backend> Runner<B> {
         tracing::info!(phase = %phase.id, name = %phase.name, trial = trial_no, "phase start");
         let started_us = now_us();
         let mut trial = Trial::new(started_us);
+        let spec = self.backend.spec();
+        for (name, n) in [
+            ("coordinators", spec.coordinators),
+            ("workers", spec.workers),
+            ("pipelines", spec.pipelines),
+        ] {
+            trial.values.insert(name.into(), n.to_string());
+        }
         trial.events_from = self.history_rows();
         let mut steps = Vec::new();
         let mut error = None;

@@ -108,7 +108,17 @@ impl<B: Backend> Runner<B> {
         let node = self.resolve(&via, trial).await?.node;
         let base = self.backend.endpoint(node);
         let timeout = a.timeout_ms.map_or(DEPLOY_TIMEOUT, Duration::from_millis);
-        let (created, info) = self.deploy(&base, &a.group, &a.pipelines, timeout).await?;
+        let pipelines = a.pipelines.clone().unwrap_or_else(|| {
+            crate::topology::group_pipelines(&a.group, self.backend.spec().pipelines)
+        });
+        if pipelines.is_empty() {
+            bail!(
+                "group {} has no pipelines at --pipelines {}",
+                a.group,
+                self.backend.spec().pipelines
+            );
+        }
+        let (created, info) = self.deploy(&base, &a.group, &pipelines, timeout).await?;
         let outcome = if created {
             DeployOutcome::Created
         } else {

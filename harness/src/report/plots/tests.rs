@@ -114,6 +114,7 @@ fn run(trials: u32) -> RunData {
             harness_version: "0".into(),
             drain_quiet_ms: 250,
             broker: None,
+            pipelines: 3,
         },
         trials: (1..=trials)
             .map(|i| trial(i, trials, 900 + 17 * u64::from(i)))
