@@ -295,8 +295,34 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
+    let profile = match args.cluster.load_profile() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --profile: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    for key in profile.ignored_keys() {
+        eprintln!(
+            "warning: profile {}: unknown key `{key}` ignored",
+            profile.name
+        );
+    }
     let mut refused = phase::unsupported_faults(&phases, &plan, &caps);
     refused.extend(args.cluster.refused(&phases, &plan));
+    refused.extend(profile.refused(&phases, &plan));
+    if profile.roles.broker.is_none() && spec.mqtt_url.is_none() {
+        refused.push(format!(
+            "profile {} starts no broker: give one with --mqtt-url",
+            profile.name
+        ));
+    }
+    if backend_kind == BackendKind::Docker && !profile.is_reference() {
+        refused.push(format!(
+            "profile {}: only the process backend starts nodes from a profile's templates; use --backend process",
+            profile.name
+        ));
+    }
     if !refused.is_empty() {
         for e in &refused {
             eprintln!("error: {e}");
@@ -416,7 +442,8 @@ async fn execute(
         }
         BackendKind::Process | BackendKind::Auto => {
             let bin = locate_cluster_bin(args.cluster_bin.clone())?;
-            let backend = ProcessBackend::new(bin, &dir, spec)?;
+            let profile = args.cluster.load_profile()?;
+            let backend = ProcessBackend::new(bin, &dir, spec)?.with_profile(profile);
             run_with(backend, args, seed, &dir, started, phases, plan).await
         }
     }
@@ -439,6 +466,7 @@ async fn run_with<B: Backend>(
     plan: &[phase::Planned],
 ) -> anyhow::Result<(RunData, PathBuf)> {
     let raft = backend.spec().raft;
+    let profile = args.cluster.load_profile()?;
     let mut data = RunData {
         run_id: started.run_id,
         backend: backend.name().into(),
@@ -456,6 +484,8 @@ async fn run_with<B: Backend>(
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms: args.drain_quiet_ms,
             pipelines: backend.spec().pipelines,
+            profile: Some(format!("{}: {}", profile.name, profile.description)),
+            fallbacks: profile.fallbacks(),
             broker: Some(crate::backend::broker::describe(
                 backend.spec().mqtt_url.as_ref(),
             )),
@@ -467,6 +497,13 @@ async fn run_with<B: Backend>(
         tally: None,
     };
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
+    if !profile.is_reference() {
+        let path = |n| profile.ready_path(n).unwrap_or("/health").to_string();
+        options.ready_paths = Some((
+            path(crate::backend::NodeName::Coordinator(1)),
+            path(crate::backend::NodeName::Worker(1)),
+        ));
+    }
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.

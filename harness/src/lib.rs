@@ -17,6 +17,7 @@ pub mod history;
 pub mod phase;
 pub mod poll;
 pub mod probe;
+pub mod profile;
 pub mod progress;
 pub mod record;
 pub mod report;

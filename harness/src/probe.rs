@@ -96,6 +96,21 @@ impl Probe {
             .with_context(|| format!("GET {url}: bad body"))
     }
 
+    /// GET `url` and require a 2xx answer, whatever its body (a profile's readiness probe).
+    pub async fn get_ok(&self, url: &str) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}");
+        }
+        Ok(())
+    }
+
     pub async fn health(&self, base: &str) -> anyhow::Result<Health> {
         self.get(format!("{base}/health")).await
     }

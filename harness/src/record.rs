@@ -57,6 +57,12 @@ pub struct RunSettings {
     /// Filter pipelines of the workload (`--pipelines`).
     #[serde(default = "seed_pipelines")]
     pub pipelines: u32,
+    /// The cluster profile (name: description), absent in runs recorded before profiles.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Figure sources that fall back for lack of a capability (e.g. no event log → polling).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 fn seed_pipelines() -> u32 {
@@ -223,6 +229,8 @@ impl RunSettings {
             drain_quiet_ms,
             broker: None,
             pipelines: crate::topology::SEED_PIPELINES,
+            profile: None,
+            fallbacks: vec![],
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct ClusterArgs {
     /// and c2 (every third in c2: the seed's c1 = 1, 2 and c2 = 3).
     #[arg(long, default_value_t = SEED_PIPELINES, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pipelines: u32,
+    /// A cluster profile (profiles/*.toml): how to start and read the implementation under
+    /// test; `--cluster-bin` names its binary. Default: the reference cluster.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<std::path::PathBuf>,
 }
 
 fn parse_coordinators(s: &str) -> Result<u32, String> {
@@ -49,6 +53,7 @@ impl Default for ClusterArgs {
             coordinators: SEED_COORDINATORS,
             workers: SEED_WORKERS,
             pipelines: SEED_PIPELINES,
+            profile: None,
         }
     }
 }
@@ -113,6 +118,14 @@ pub fn is_detail_value(name: &str) -> bool {
 }
 
 impl ClusterArgs {
+    /// The cluster profile: `--profile FILE`, else the reference cluster's.
+    pub fn load_profile(&self) -> anyhow::Result<crate::profile::Profile> {
+        match &self.profile {
+            Some(path) => crate::profile::Profile::load(path),
+            None => Ok(crate::profile::Profile::reference()),
+        }
+    }
+
     /// True for the seed's 3 coordinators, 4 workers and 3 pipelines.
     pub fn is_seed(&self) -> bool {
         (self.coordinators, self.workers, self.pipelines)
@@ -133,6 +146,9 @@ impl ClusterArgs {
         }
         if self.pipelines != SEED_PIPELINES {
             s += &format!(" --pipelines {}", self.pipelines);
+        }
+        if let Some(p) = &self.profile {
+            s += &format!(" --profile {}", p.display());
         }
         s
     }

@@ -104,6 +104,8 @@ pub struct DockerBackend {
     states: BTreeMap<NodeName, NodeState>,
     owner: Owner,
     cleaned: bool,
+    /// The published ports' reservation, held until the backend is dropped.
+    _lease: super::ports::PortLease,
 }
 
 impl DockerBackend {
@@ -148,17 +150,13 @@ impl DockerBackend {
             host,
             owner,
             cleaned: false,
+            _lease: Default::default(),
         };
         let nodes = backend.spec.nodes();
-        // Choose every published port first, holding them, so no two nodes get the same one.
-        let held: Vec<std::net::TcpListener> = nodes
-            .iter()
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()?;
-        for (node, l) in nodes.iter().zip(&held) {
-            backend.ports.insert(*node, l.local_addr()?.port());
-        }
-        drop(held);
+        // Published ports, reserved against concurrent runs ([`super::ports`]).
+        let (reserved, lease) = super::ports::reserve(nodes.len())?;
+        backend.ports = nodes.iter().copied().zip(reserved).collect();
+        backend._lease = lease;
         for node in nodes {
             backend.create(node).await?;
             backend.states.insert(node, NodeState::NotStarted);

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod docker;
 pub mod ownership;
+pub mod ports;
 pub mod process;
 
 use std::fmt;

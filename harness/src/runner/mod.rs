@@ -46,6 +46,9 @@ pub struct RunnerOptions {
     pub start_timeout: Duration,
     /// The drain every event verdict waits for (and the final drain).
     pub drain: DrainSettings,
+    /// Readiness paths (coordinator, worker) of a foreign profile; `None`: the reference
+    /// cluster's own probes (`/raft/metrics` parsed, worker `/health`).
+    pub ready_paths: Option<(String, String)>,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -61,6 +64,7 @@ impl RunnerOptions {
             seed,
             leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
             start_timeout: Duration::from_secs(30),
+            ready_paths: None,
             drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }
