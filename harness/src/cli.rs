@@ -497,6 +497,7 @@ async fn run_with<B: Backend>(
         tally: None,
     };
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
+    options.dialect = profile.dialect.clone();
     if !profile.is_reference() {
         let path = |n| profile.ready_path(n).unwrap_or("/health").to_string();
         options.ready_paths = Some((

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod dialect;
 pub mod figure;
 pub mod gate;
 pub mod history;

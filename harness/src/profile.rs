@@ -30,6 +30,9 @@ pub struct Profile {
     pub roles: Roles,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Where this implementation's answers differ from the reference wire types.
+    #[serde(default)]
+    pub dialect: crate::dialect::Dialect,
     /// Keys this harness does not know (reported as warnings).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,

@@ -49,6 +49,8 @@ pub struct RunnerOptions {
     /// Readiness paths (coordinator, worker) of a foreign profile; `None`: the reference
     /// cluster's own probes (`/raft/metrics` parsed, worker `/health`).
     pub ready_paths: Option<(String, String)>,
+    /// A foreign profile's field dialect (empty: the reference wire types as they are).
+    pub dialect: crate::dialect::Dialect,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -65,6 +67,7 @@ impl RunnerOptions {
             leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
             start_timeout: Duration::from_secs(30),
             ready_paths: None,
+            dialect: Default::default(),
             drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }
@@ -85,7 +88,8 @@ pub struct Runner<B: Backend> {
 impl<B: Backend> Runner<B> {
     pub fn new(backend: B, options: RunnerOptions) -> anyhow::Result<Self> {
         Ok(Runner {
-            probe: Probe::new(backend.spec().api_key.clone())?,
+            probe: Probe::new(backend.spec().api_key.clone())?
+                .with_dialect(options.dialect.clone()),
             backend,
             events: EventTail::default(),
             rng: StdRng::seed_from_u64(options.seed),
