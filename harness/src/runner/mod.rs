@@ -83,6 +83,8 @@ pub struct Runner<B: Backend> {
     traffic: Option<TrafficRig>,
     /// Nodes cut off by `partition` and not healed yet.
     partitioned: HashSet<NodeName>,
+    /// How the last deploy's write went when it was not accepted at once (its step's note).
+    deploy_note: Option<String>,
 }
 
 impl<B: Backend> Runner<B> {
@@ -96,6 +98,7 @@ impl<B: Backend> Runner<B> {
             options,
             traffic: None,
             partitioned: HashSet::new(),
+            deploy_note: None,
         })
     }
 

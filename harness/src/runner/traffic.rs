@@ -23,6 +23,8 @@ use crate::traffic::{
     judge_trial, Collector, Counts, DrainSettings, Ledger, Publisher, TrafficHandle, Verdict,
 };
 
+/// Bound of asking again a write refused with 421 not_leader (the probe's write timeout).
+const WRITE_BUDGET: Duration = crate::probe::WRITE_TIMEOUT;
 /// Bound of waiting for a group's pipelines to run after a deploy.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound of `await_delivery`: generous for a few thousand events on loopback, and it
@@ -148,8 +150,12 @@ impl<B: Backend> Runner<B> {
         trial
             .values
             .insert(format!("deploy_{}", a.group), status.into());
+        let retried = self
+            .deploy_note
+            .take()
+            .map_or(String::new(), |n| format!(" ({n})"));
         Ok(format!(
-            "group {} {status} via {node}; running: {}",
+            "group {} {status} via {node}{retried}; running: {}",
             a.group,
             placed.join(", ")
         ))
@@ -174,7 +180,28 @@ impl<B: Backend> Runner<B> {
             ]
             .into(),
         };
-        self.probe.put_connector(base, &connector).await?;
+        // A write refused with 421 not_leader is asked again within the write budget (an
+        // implementation may refuse writes for a while after its election); the deploy's
+        // note says so. Any other refusal ends the step.
+        let refusals = std::cell::Cell::new(0u32);
+        let write_started = crate::backend::now_us();
+        let not_leader = |e: anyhow::Error| {
+            if format!("{e:#}").contains("421") {
+                refusals.set(refusals.get() + 1);
+                Ok(format!("{e:#}"))
+            } else {
+                Err(e)
+            }
+        };
+        poll_until("the connector accepted", WRITE_BUDGET, async || match self
+            .probe
+            .put_connector(base, &connector)
+            .await
+        {
+            Ok(()) => Ok(Poll::Ready(())),
+            Err(e) => not_leader(e).map(Poll::Pending),
+        })
+        .await?;
         let def = GroupDef {
             name: group.into(),
             pipelines: pipelines
@@ -190,7 +217,23 @@ impl<B: Backend> Runner<B> {
                 .collect::<anyhow::Result<_>>()?,
             routes: vec![],
         };
-        let (created, _) = self.probe.deploy(base, &def).await?;
+        let (created, _) = poll_until(
+            format!("group {group} accepted"),
+            WRITE_BUDGET,
+            async || match self.probe.deploy(base, &def).await {
+                Ok(answer) => Ok(Poll::Ready(answer)),
+                Err(e) => not_leader(e).map(Poll::Pending),
+            },
+        )
+        .await?
+        .value;
+        if refusals.get() > 0 {
+            self.deploy_note = Some(format!(
+                "after {} answers 421 not_leader over {} ms",
+                refusals.get(),
+                (crate::backend::now_us() - write_started) / 1000
+            ));
+        }
         let info = poll_until(format!("group {group} running"), timeout, async || {
             let live = self.live_coordinators();
             Ok(
