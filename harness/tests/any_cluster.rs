@@ -433,3 +433,67 @@ fn a_topology_the_phases_cannot_use_is_refused() {
     );
     assert!(!out.join("runs").exists());
 }
+
+/// The reference profile given as a file runs the cluster as the built-in one does; a profile
+/// lacking a capability a planned step needs is refused before anything starts, naming it, and
+/// an unknown key is only warned about.
+#[test]
+fn profiles_start_the_cluster_and_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("reports");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/reference.toml");
+    let phases = repo_phases();
+    let output = harness_command(
+        &[
+            "--phases",
+            "0,1",
+            "--profile",
+            &reference.display().to_string(),
+            "--phases-dir",
+            &phases,
+        ],
+        &out,
+    )
+    .output()
+    .expect("run harness");
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_all_exact(&read_summary(&out), &["0", "1"]);
+    let results = std::fs::read_to_string(out.join("latest/results.md")).expect("results.md");
+    assert!(
+        results.contains("| Cluster profile | reference: "),
+        "{results}"
+    );
+
+    let text = std::fs::read_to_string(&reference).expect("reference.toml");
+    let lacking = dir.path().join("no-log.toml");
+    std::fs::write(
+        &lacking,
+        format!(
+            "future_key = 1\n{}",
+            text.replace("event_log = true", "event_log = false")
+        ),
+    )
+    .expect("write profile");
+    let output = harness_command(
+        &[
+            "--phases",
+            "5",
+            "--profile",
+            &lacking.display().to_string(),
+            "--phases-dir",
+            &phases,
+        ],
+        &dir.path().join("refused"),
+    )
+    .output()
+    .expect("run harness");
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("05-coordinator-failover.toml")
+            && stderr.contains("step `assert_workers_ready`: needs capability `event_log`")
+            && stderr.contains("warning: profile reference: unknown key `future_key` ignored"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("refused/runs").exists(), "{stderr}");
+}
