@@ -331,6 +331,7 @@ pub async fn run(args: RunArgs) -> u8 {
         return exit::INVALID_INPUT;
     }
     crate::traffic::ledger::set_pipeline_count(u64::from(spec.pipelines));
+    crate::traffic::ledger::set_output_event_type(profile.workload.output_event_type.clone());
     let progress =
         crate::progress::install(crate::progress::Mode::detect(args.format == Format::Json));
     let executed = execute(
@@ -382,6 +383,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
         cmd += &format!(" --gate {}", gate.display());
     }
     cmd += &args.cluster.reproduce();
+    if let (Some(_), Some(bin)) = (&args.cluster.profile, &args.cluster_bin) {
+        cmd += &format!(" --cluster-bin {}", bin.display());
+    }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
     }
@@ -498,6 +502,10 @@ async fn run_with<B: Backend>(
     };
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
     options.dialect = profile.dialect.clone();
+    options.placement_epochs = profile.capabilities.placement_epochs;
+    options.pipeline_status = profile.capabilities.pipeline_status;
+    options.worker_links = profile.capabilities.worker_links;
+    options.health_leader = profile.capabilities.health_leader;
     if !profile.is_reference() {
         let path = |n| profile.ready_path(n).unwrap_or("/health").to_string();
         options.ready_paths = Some((

@@ -70,16 +70,7 @@ pub fn apply(rules: &BTreeMap<String, String>, answer: &mut Value) {
             let Ok(v) = serde_json::from_str::<Value>(literal) else {
                 continue;
             };
-            match target.split_once("[].") {
-                Some((arr, field)) => {
-                    if let Some(items) = lookup_mut(answer, arr).and_then(Value::as_array_mut) {
-                        for item in items {
-                            set(item, field, v.clone());
-                        }
-                    }
-                }
-                None => set(answer, target, v),
-            }
+            set_all(answer, target, &v);
             continue;
         }
         let (source, conversion) = source.split_once(':').unwrap_or((source, ""));
@@ -99,6 +90,20 @@ pub fn apply(rules: &BTreeMap<String, String>, answer: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// Set `target` (with `[]` for every element of an array, at any depth) to `new`.
+fn set_all(v: &mut Value, target: &str, new: &Value) {
+    match target.split_once("[].") {
+        Some((arr, rest)) => {
+            if let Some(items) = lookup_mut(v, arr).and_then(Value::as_array_mut) {
+                for item in items {
+                    set_all(item, rest, new);
+                }
+            }
+        }
+        None => set(v, target, new.clone()),
     }
 }
 
@@ -202,6 +207,12 @@ mod tests {
             &mut v,
         );
         assert_eq!(v["placements"][1]["epoch"], 0);
+        let mut t = json!({"groups": [{"pipelines": [{"name": "a"}, {"name": "b"}]}]});
+        apply(
+            &[("groups[].pipelines[].epoch".to_string(), "=0".to_string())].into(),
+            &mut t,
+        );
+        assert_eq!(t["groups"][0]["pipelines"][1]["epoch"], 0);
         assert_eq!(v["placements"][0]["status"], "running");
         assert_eq!(v["placements"][1]["status"], "failed");
         assert!(rules_for(&d, "http://h:1/api/v1/cluster/pipeline-groups").is_none());

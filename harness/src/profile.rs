@@ -33,6 +33,9 @@ pub struct Profile {
     /// Where this implementation's answers differ from the reference wire types.
     #[serde(default)]
     pub dialect: crate::dialect::Dialect,
+    /// How its pipelines' outputs differ from the reference workload's.
+    #[serde(default)]
+    pub workload: Workload,
     /// Keys this harness does not know (reported as warnings).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
@@ -59,6 +62,15 @@ pub struct Role {
     pub unknown: BTreeMap<String, toml::Value>,
 }
 
+/// The data plane's dialect.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Workload {
+    /// The `event_type` outputs carry (default: the input's, `SensorReading`).
+    pub output_event_type: Option<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
 /// One argv item, or a group kept only when every placeholder in it has a value.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -81,6 +93,15 @@ pub struct Capabilities {
     pub idempotent_deploy: bool,
     #[serde(default)]
     pub worker_api: bool,
+    /// The topology reports each pipeline's status.
+    #[serde(default)]
+    pub pipeline_status: bool,
+    /// The worker list names the coordinator holding each worker's link.
+    #[serde(default)]
+    pub worker_links: bool,
+    /// `/health` names the Raft leader (`current_leader`).
+    #[serde(default)]
+    pub health_leader: bool,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -177,6 +198,12 @@ impl Profile {
                 .keys()
                 .map(|k| format!("capabilities.{k}")),
         );
+        out.extend(
+            self.workload
+                .unknown
+                .keys()
+                .map(|k| format!("workload.{k}")),
+        );
         for (name, role) in [
             ("broker", self.roles.broker.as_ref()),
             ("coordinator", Some(&self.roles.coordinator)),
@@ -272,6 +299,35 @@ impl Profile {
     /// One line per figure source that falls back, for the report.
     pub fn fallbacks(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if !self.capabilities.placement_epochs {
+            out.push(
+                "no placement epochs: a pipeline has moved once the topology names another \
+                 worker (no epoch check)"
+                    .to_string(),
+            );
+        }
+        if !self.capabilities.pipeline_status {
+            out.push(
+                "no pipeline status in the topology: failover ends when the placement names \
+                 another worker, not when the pipeline runs there (the delivery counts that \
+                 follow show whether it ran)"
+                    .to_string(),
+            );
+        }
+        if !self.capabilities.worker_links {
+            out.push(
+                "no link holder in the worker list: `home-of:w` is the coordinator w was \
+                 configured with"
+                    .to_string(),
+            );
+        }
+        if !self.capabilities.health_leader {
+            out.push(
+                "no leader in /health: `await_healthy` checks each coordinator's status and takes \
+                 the leader every coordinator's /raft/metrics agrees on"
+                    .to_string(),
+            );
+        }
         if !self.capabilities.event_log {
             out.push(
                 "no event log: election, detection and failover marks are the first poll that \
@@ -493,6 +549,6 @@ mod tests {
         assert!(Profile::reference()
             .refused(std::slice::from_ref(&phase), &plan)
             .is_empty());
-        assert_eq!(p.fallbacks().len(), 1);
+        assert_eq!(p.fallbacks().len(), 1, "{:?}", p.fallbacks());
     }
 }

@@ -51,6 +51,16 @@ pub struct RunnerOptions {
     pub ready_paths: Option<(String, String)>,
     /// A foreign profile's field dialect (empty: the reference wire types as they are).
     pub dialect: crate::dialect::Dialect,
+    /// Placements carry epochs (a move is a higher epoch); else judged by worker alone.
+    pub placement_epochs: bool,
+    /// The topology reports each pipeline's status; else a placement counts as running and
+    /// the delivery counts that follow are what show it ran.
+    pub pipeline_status: bool,
+    /// The worker list names each worker's link holder; else `home-of` is the configured home.
+    pub worker_links: bool,
+    /// `/health` names the Raft leader; else `await_healthy` takes the one the coordinators'
+    /// `/raft/metrics` agree on.
+    pub health_leader: bool,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -68,6 +78,10 @@ impl RunnerOptions {
             start_timeout: Duration::from_secs(30),
             ready_paths: None,
             dialect: Default::default(),
+            placement_epochs: true,
+            pipeline_status: true,
+            worker_links: true,
+            health_leader: true,
             drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }

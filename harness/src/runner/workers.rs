@@ -167,9 +167,11 @@ impl<B: Backend> Runner<B> {
                     .flat_map(|g| &g.pipelines)
                     .find(|p| p.name == h.pipeline);
                 match p {
+                    // Without pipeline status or epochs (a foreign profile), a move is judged by
+                    // the worker the topology names; the report lists the fallback.
                     Some(p)
-                        if p.status == "running"
-                            && p.epoch > h.epoch
+                        if (!self.options.pipeline_status || p.status == "running")
+                            && (!self.options.placement_epochs || p.epoch > h.epoch)
                             && p.worker_id.as_deref().is_some_and(|w| w != victim) =>
                     {
                         done.push((h.clone(), p.worker_id.clone().unwrap_or_default(), p.epoch));
@@ -350,7 +352,13 @@ impl<B: Backend> Runner<B> {
             let what = format!("{node} {want} with leader {leader_id}");
             let h = poll_until(what, timeout, async || {
                 Ok(match self.probe.health(&base).await {
-                    Ok(h) if h.status == want && h.current_leader == Some(u64::from(leader_id)) => {
+                    // Without a leader in /health (a foreign profile), the leader is the one
+                    // every coordinator's /raft/metrics agreed on just above.
+                    Ok(h)
+                        if h.status == want
+                            && (!self.options.health_leader
+                                || h.current_leader == Some(u64::from(leader_id))) =>
+                    {
                         Poll::Ready(h)
                     }
                     Ok(h) => {
@@ -562,7 +570,7 @@ impl<B: Backend> Runner<B> {
                                 .find(|p| p.name == pipeline);
                             match now {
                                 Some(p)
-                                    if p.status == "running"
+                                    if (!self.options.pipeline_status || p.status == "running")
                                         && p.worker_id.as_deref() == Some(&*to) =>
                                 {
                                     Poll::Ready(())

@@ -41,6 +41,16 @@ pub fn set_pipeline_count(n: u64) {
     PIPELINES.store(n.max(1), Ordering::Relaxed);
 }
 
+/// `event_type` an output must carry when it is not the input's (`None`: the input's, as the
+/// reference pipelines keep every input field). A profile's `[workload] output_event_type`:
+/// Varpulis names outputs after the stream that filtered them (`HighTemp`).
+static OUTPUT_EVENT_TYPE: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Set the `event_type` outputs must carry (`None`: the input's).
+pub fn set_output_event_type(t: Option<String>) {
+    *OUTPUT_EVENT_TYPE.write().unwrap_or_else(|p| p.into_inner()) = t;
+}
+
 /// The workload's pipeline count.
 pub fn pipeline_count() -> u64 {
     PIPELINES.load(Ordering::Relaxed)
@@ -372,8 +382,15 @@ pub fn decode(payload: &[u8]) -> Option<Decoded> {
     let seq = value.get("seq")?.as_u64()?;
     let str_is = |name: &str, want: &str| value.get(name).and_then(|v| v.as_str()) == Some(want);
     let sent_at_us = value.get("sent_at_us").and_then(|v| v.as_u64());
+    let output_type = OUTPUT_EVENT_TYPE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let checks = [
-        (Field::EventType, str_is("event_type", EVENT_TYPE)),
+        (
+            Field::EventType,
+            str_is("event_type", output_type.as_deref().unwrap_or(EVENT_TYPE)),
+        ),
         (
             Field::SensorId,
             str_is("sensor_id", &format!("sensor_{}", seq % SENSOR_COUNT)),
