@@ -506,6 +506,7 @@ async fn run_with<B: Backend>(
     options.pipeline_status = profile.capabilities.pipeline_status;
     options.worker_links = profile.capabilities.worker_links;
     options.health_leader = profile.capabilities.health_leader;
+    options.event_log = profile.capabilities.event_log;
     if !profile.is_reference() {
         let path = |n| profile.ready_path(n).unwrap_or("/health").to_string();
         options.ready_paths = Some((

@@ -61,6 +61,8 @@ pub struct RunnerOptions {
     /// `/health` names the Raft leader; else `await_healthy` takes the one the coordinators'
     /// `/raft/metrics` agree on.
     pub health_leader: bool,
+    /// The coordinators keep an event log (`/api/v1/cluster/events`); else marks are polls.
+    pub event_log: bool,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -82,6 +84,7 @@ impl RunnerOptions {
             pipeline_status: true,
             worker_links: true,
             health_leader: true,
+            event_log: true,
             drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }

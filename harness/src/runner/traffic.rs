@@ -383,7 +383,9 @@ impl<B: Backend> Runner<B> {
             None => (History::default(), None),
         };
         let live = self.live_coordinators();
-        if let Err(e) = self.events.refresh(&self.probe, &live).await {
+        if !self.options.event_log {
+            // A profile without an event log: nothing to read.
+        } else if let Err(e) = self.events.refresh(&self.probe, &live).await {
             // The record keeps what was read; nothing is judged on it yet.
             tracing::warn!("final read of the event logs: {e:#}");
         }

@@ -24,6 +24,9 @@ impl<B: Backend> Runner<B> {
         since_us: WallUs,
         want: impl Fn(&ClusterEventKind) -> bool,
     ) -> anyhow::Result<Option<Mark>> {
+        if !self.options.event_log {
+            bail!("the cluster profile declares no event log");
+        }
         let live = self.live_coordinators();
         self.events.refresh(&self.probe, &live).await?;
         let since_ms = since_us / 1000;
