@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::docker::DockerBackend;
-use crate::backend::process::{locate_cluster_bin, locate_static_cluster_bin, ProcessBackend};
+use crate::backend::process::{locate_cluster_bin, ProcessBackend};
 use crate::backend::{Backend, ClusterSpec, DetectorTimings, RaftTimings};
 use crate::check;
 use crate::exit;
@@ -47,6 +47,11 @@ enum Command {
         /// Output directory (default: reports/compare/<first>_vs_<second>…).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The runs were taken interleaved on one machine (e.g. the two sides of
+        /// `harness gate --baseline-bin/--candidate-bin`): judge with T, L = 1.2, 1.05 instead of
+        /// the stored-baseline thresholds of reports/baseline.toml.
+        #[arg(long)]
+        interleaved: bool,
     },
 }
 
@@ -73,7 +78,8 @@ pub struct RunArgs {
     /// The `cluster` binary (default: built by cargo, or next to the harness).
     #[arg(long, env = "HARNESS_CLUSTER_BIN")]
     pub cluster_bin: Option<PathBuf>,
-    /// The statically linked `cluster` binary for the Docker image (default: built by cargo).
+    /// The `cluster` binary for the Docker image (default: the one --cluster-bin names, else
+    /// built by cargo); its shared objects go into the image with it.
     #[arg(long, env = "HARNESS_IMAGE_BIN")]
     pub image_bin: Option<PathBuf>,
     #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
@@ -146,8 +152,13 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Compare { runs, out }) = cli.command {
-        return compare(&runs, out);
+    if let Some(Command::Compare {
+        runs,
+        out,
+        interleaved,
+    }) = cli.command
+    {
+        return compare(&runs, out, interleaved);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -164,7 +175,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `harness compare`: overlaid ECDFs of the runs' shared figures.
-fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+fn compare(runs: &[PathBuf], out: Option<PathBuf>, interleaved: bool) -> ExitCode {
     use crate::report::plots::compare;
     let inputs = match compare::load(runs) {
         Ok(i) => i,
@@ -179,8 +190,20 @@ fn compare(runs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
             .join("reports/compare")
             .join(labels.join("_vs_"))
     });
-    // Hook: the gate's statistics table goes here (markdown) once `harness gate` computes it.
-    match compare::write(&out, &inputs, None) {
+    // The gate's relative test, with the thresholds of the committed gate file (or its defaults).
+    let thresholds =
+        crate::gate::config::Gate::load(&crate::gate::cli::default_gate_file(&project_root()))
+            .map(|g| g.file.relative)
+            .unwrap_or_default();
+    let thresholds = if interleaved {
+        crate::gate::interleave::thresholds(&thresholds)
+    } else {
+        thresholds
+    };
+    let labelled: Vec<(String, &crate::record::RunData)> =
+        inputs.iter().map(|i| (i.label.clone(), &i.data)).collect();
+    let statistics = crate::gate::compare::table(&labelled, &thresholds);
+    match compare::write(&out, &inputs, Some(&statistics)) {
         Ok(path) => {
             println!("comparison: {}", path.display());
             ExitCode::from(exit::PASS)
@@ -435,7 +458,12 @@ async fn execute(
     };
     match backend_kind {
         BackendKind::Docker => {
-            let bin = locate_static_cluster_bin(args.image_bin.clone())?;
+            // The normal host build (the process backend's): the image carries its shared
+            // objects (backend/image.rs). `--image-bin` may name any binary, e.g. a static one.
+            let bin = match args.image_bin.clone() {
+                Some(bin) => locate_cluster_bin(Some(bin))?,
+                None => locate_cluster_bin(args.cluster_bin.clone())?,
+            };
             let started_at = std::time::Instant::now();
             let backend = DockerBackend::new(&bin, &dir, spec, &started.run_id).await?;
             eprintln!(

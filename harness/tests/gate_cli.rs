@@ -208,3 +208,35 @@ fn gate_flag_on_a_real_run_fails_a_budget_it_cannot_meet() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("harness: run "));
 }
+
+#[test]
+fn compare_writes_the_gates_statistics_and_an_overlay_per_shared_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    run_json(&t.join("base"), 600, &ms(1000.0, 10.0), None);
+    run_json(&t.join("slow"), 1200, &ms(2000.0, 25.0), None);
+    let out_dir = t.join("cmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["compare", "--out"])
+        .arg(&out_dir)
+        .arg(t.join("base"))
+        .arg(t.join("slow"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let md = std::fs::read_to_string(out_dir.join("compare.md")).unwrap();
+    assert!(md.contains("### slow vs base"), "{md}");
+    assert!(
+        md.contains("Configurations differ: election_max_ms 600 → 1200"),
+        "{md}"
+    );
+    // 10 against 10, every later trial slower: exact one-sided p = 1 / C(20, 10) = 5.4e-6.
+    assert!(
+        md.contains("| coordinator-failover.election_ms | REGRESSED | 10 | 2.11 s | 10 | 1.04 s |"),
+        "{md}"
+    );
+    assert!(md.contains("| 5.4e-6 |"), "{md}");
+    assert!(out_dir
+        .join("ecdf-coordinator-failover.election_ms.png")
+        .is_file());
+}

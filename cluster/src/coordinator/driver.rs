@@ -124,6 +124,12 @@ impl Coordinator {
             };
             let now = crate::events::now_ms();
             let moves = self.state.read(|a| planner.plan(&a.state, now));
+            // A planted regression for demonstrating the CI gate (README "Gating CI"): a build
+            // with this feature moves pipelines one second late.
+            #[cfg(feature = "planted-failover-delay")]
+            if !moves.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
             for command in moves {
                 let outcome = self.decide(term, command.clone()).await;
                 if let Err(e) = &outcome {

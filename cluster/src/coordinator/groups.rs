@@ -52,7 +52,7 @@ fn info(state: &ClusterState, g: &GroupRecord) -> GroupInfo {
 }
 
 /// Check a group before it is committed: names, and every source parses (400 with position).
-fn validate(def: &GroupDef) -> Result<(), AppError> {
+pub(super) fn validate(def: &GroupDef) -> Result<(), AppError> {
     if !crate::api::model::is_valid_id(&def.name) {
         return Err(AppError::bad_request(
             "invalid_group",

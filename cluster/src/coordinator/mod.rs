@@ -1,5 +1,6 @@
 //! A coordinator: one openraft node plus the HTTP API (REST, Raft RPCs, event log).
 
+pub mod bodies;
 mod bootstrap;
 mod config;
 mod detector;

@@ -1,5 +1,6 @@
 //! The Docker backend: every node is a container of one image the harness builds itself (FROM
-//! scratch + a statically linked `cluster` binary: no registry, nothing to pull), on a private
+//! scratch + the host-built `cluster` binary and its shared objects, see `image.rs`: no registry,
+//! nothing to pull), on a private
 //! network, named as in the seed (`coordinator-1`, `worker-3`, `broker`), with the seed's ports
 //! inside (coordinators 9100, workers 9000, broker 1883) published on loopback for the harness.
 //! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again, and
@@ -46,8 +47,6 @@ pub const FAULTS: &[Fault] = &[
 pub const LABEL: &str = ownership::LABEL;
 /// Image repository of the node image; the tag is a hash of the binary.
 const IMAGE_REPO: &str = "varpulis-cluster";
-/// The Dockerfile the image is built from (the same file users build with).
-const DOCKERFILE: &str = include_str!("../../../docker/Dockerfile");
 /// Ports inside the containers, as in the seed.
 const COORDINATOR_PORT: u16 = 9100;
 const WORKER_PORT: u16 = 9000;
@@ -390,8 +389,14 @@ async fn remove_matching(
 /// Build the node image from `bin` unless an image of this exact binary exists; remove images
 /// of older binaries. Returns the image reference.
 async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(bin).with_context(|| format!("read {}", bin.display()))?;
-    let digest = Sha256::digest(&bytes);
+    let root_fs = super::image::root_fs(bin)?;
+    let bytes: usize = root_fs.iter().map(|e| e.data.len()).sum();
+    let mut hasher = Sha256::new();
+    for e in &root_fs {
+        hasher.update(e.path.as_bytes());
+        hasher.update(&e.data);
+    }
+    let digest = hasher.finalize();
     let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let image = format!("{IMAGE_REPO}:{tag}");
     let existing = docker
@@ -422,17 +427,7 @@ async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
         return Ok(image);
     }
     let started = std::time::Instant::now();
-    let mut context = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8], mode: u32| -> std::io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        context.append_data(&mut header, name, data)
-    };
-    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
-    add("cluster", &bytes, 0o755)?;
-    let tar = context.into_inner()?;
+    let tar = super::image::context(&root_fs)?;
     let options = BuildImageOptionsBuilder::new()
         .dockerfile("Dockerfile")
         .t(&image)
@@ -451,8 +446,9 @@ async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
         }
     }
     eprintln!(
-        "harness: built image {image} ({:.1} MB binary) in {:.1} s",
-        bytes.len() as f64 / 1e6,
+        "harness: built image {image} ({:.1} MB: the binary and {} shared object(s)) in {:.1} s",
+        bytes as f64 / 1e6,
+        root_fs.len() - 1,
         started.elapsed().as_secs_f64()
     );
     Ok(image)

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod docker;
+pub mod image;
 pub mod ownership;
 pub mod ports;
 pub mod process;

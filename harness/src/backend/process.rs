@@ -369,65 +369,6 @@ pub fn locate_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> 
     }
 }
 
-/// Find the statically linked `cluster` binary for the Docker image (it runs in a `FROM scratch`
-/// image, so it may need nothing from the host), building it under cargo: `cargo build -p
-/// cluster --target <host triple>` with `RUSTFLAGS=-C target-feature=+crt-static`. An explicit
-/// `--target` keeps these artifacts (and the flags) apart from the normal build.
-pub fn locate_static_cluster_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = explicit {
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!("image binary {} does not exist", path.display());
-    }
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let profile_dir = profile_dir()?;
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
-    let target_dir = profile_dir.parent().context("no target directory")?;
-    let candidate = target_dir.join(&triple).join(&profile).join("cluster");
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                // `-p harness` for the same feature resolution as the harness's build (see
-                // `locate_cluster_bin`): host-side crates (build scripts, proc macros) can match.
-                "build", "--quiet", "-p", "harness", "-p", "cluster", "--bin", "cluster",
-                "--target", &triple,
-            ])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            // Static glibc: the binary runs in an empty image. Debug info is stripped to keep the
-            // image small; symbols stay for backtraces.
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=debuginfo",
-            );
-        if profile == "release" {
-            build.arg("--release");
-        }
-        eprintln!("harness: building the static cluster binary for the image (target {triple}, {profile})");
-        let status = build
-            .status()
-            .context("run cargo build for the static binary")?;
-        if !status.success() {
-            bail!("building the static cluster binary failed ({status})");
-        }
-    }
-    if candidate.is_file() {
-        Ok(candidate)
-    } else {
-        bail!(
-            "no static cluster binary at {}; build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build -p cluster --target {triple}, or pass --image-bin",
-            candidate.display()
-        )
-    }
-}
-
 /// `target/<profile>`: where the harness executable lives (`target/<profile>/harness`, or
 /// `target/<profile>/deps/<test>` for test binaries).
 fn profile_dir() -> anyhow::Result<PathBuf> {

@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod drive;
 pub mod interleave;
@@ -380,7 +381,7 @@ fn how(samples: &[&Sample]) -> String {
 }
 
 /// The test statistics of one figure; the verdict is settled by [`holm_across`].
-fn relative(candidate: &[f64], base: &[u64]) -> Relative {
+pub(crate) fn relative(candidate: &[f64], base: &[u64]) -> Relative {
     let base: Vec<f64> = base.iter().map(|&v| v as f64).collect();
     let hl = stats::hodges_lehmann(candidate, &base, CONFIDENCE);
     Relative {
@@ -397,31 +398,36 @@ fn relative(candidate: &[f64], base: &[u64]) -> Relative {
 
 /// Holm across the figures that have a p, then each figure's verdict.
 fn holm_across(figures: &mut [FigureGate], th: &Thresholds, floor_us: f64) {
-    let with_p: Vec<usize> = (0..figures.len())
-        .filter(|&i| figures[i].relative.as_ref().is_some_and(|r| r.p.is_some()))
+    let mut items: Vec<Compared> = figures
+        .iter_mut()
+        .filter_map(|f| {
+            let (n, median) = (f.values_us.len(), f.median_us.unwrap_or(0.0));
+            f.relative.as_mut().map(|r| (n, median, r))
+        })
+        .collect();
+    settle(&mut items, th, floor_us);
+}
+
+/// A compared figure: the candidate's n and median (µs), and its relative test.
+type Compared<'a> = (usize, f64, &'a mut Relative);
+
+/// Holm across the figures that have a p, then each one's verdict (the gate's and
+/// `harness compare`'s).
+pub(crate) fn settle(items: &mut [Compared], th: &Thresholds, floor_us: f64) {
+    let with_p: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].2.p.is_some())
         .collect();
     let ps: Vec<f64> = with_p
         .iter()
-        .map(|&i| {
-            figures[i]
-                .relative
-                .as_ref()
-                .and_then(|r| r.p)
-                .unwrap_or(1.0)
-        })
+        .map(|&i| items[i].2.p.unwrap_or(1.0))
         .collect();
     for (&i, adj) in with_p.iter().zip(stats::holm(&ps)) {
-        if let Some(r) = figures[i].relative.as_mut() {
-            r.p_holm = Some(adj);
-        }
+        items[i].2.p_holm = Some(adj);
     }
-    for f in figures.iter_mut() {
-        let (n, median) = (f.values_us.len(), f.median_us.unwrap_or(0.0));
-        if let Some(r) = f.relative.as_mut() {
-            let (verdict, why) = decide(r, n, median, th, floor_us, with_p.len());
-            r.verdict = verdict;
-            r.why = why;
-        }
+    for (n, median, r) in items.iter_mut() {
+        let (verdict, why) = decide(r, *n, *median, th, floor_us, with_p.len());
+        r.verdict = verdict;
+        r.why = why;
     }
 }
 

@@ -1,8 +1,8 @@
 //! `harness compare RUN_A RUN_B …`: one ECDF per figure the runs share, a step line per run,
 //! written with `compare.md` into an output directory.
 //!
-//! Hook for the gate: [`write`] takes the gate's statistics table (markdown) and puts it under
-//! `## Statistics`; until the gate passes one, the section says so.
+//! [`write`] takes the gate's statistics table (markdown, `gate::compare::table`) and puts it
+//! under `## Statistics`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -104,9 +104,7 @@ pub fn write(out: &Path, runs: &[Input], statistics: Option<&str>) -> anyhow::Re
     let _ = writeln!(md, "\n## Statistics\n");
     match statistics {
         Some(table) => md.push_str(table),
-        None => md.push_str(
-            "The gate's statistics (Mann–Whitney U, Hodges–Lehmann ratio) are not part of this comparison yet.\n",
-        ),
+        None => md.push_str("No statistics were computed for this comparison.\n"),
     }
     let _ = writeln!(md, "\n## Figures\n");
     if shared.is_empty() {
