@@ -49,7 +49,12 @@ pub fn reserve(n: usize) -> anyhow::Result<(Vec<u16>, PortLease)> {
         bail!("no port range outside the ephemeral range {lo}-{hi}");
     }
     let dir = lock_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        // Shared by every user's runs, like /tmp itself (sticky: no one removes another's).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
     let span = u32::from(last - first) + 1;
     let start = rand::rng().random_range(0..span);
     let mut ports = Vec::with_capacity(n);
@@ -60,12 +65,16 @@ pub fn reserve(n: usize) -> anyhow::Result<(Vec<u16>, PortLease)> {
         }
         let port = first + ((start + i) % span) as u16;
         let path = dir.join(port.to_string());
-        let file = OpenOptions::new()
+        // Another user's lock file may be read-only to us: flock works on a read-only open.
+        let opened = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
+            .or_else(|_| File::open(&path));
+        let Ok(file) = opened else {
+            continue;
+        };
         let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue; // another run holds it
         };
