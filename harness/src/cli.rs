@@ -109,6 +109,8 @@ pub struct RunArgs {
     /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
     #[arg(long, value_name = "FILE")]
     pub gate: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::topology::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -260,8 +262,9 @@ pub async fn run(args: RunArgs) -> u8 {
         "process"
     };
     let spec = ClusterSpec {
-        coordinators: 3,
-        workers: 4,
+        coordinators: args.cluster.coordinators,
+        workers: args.cluster.workers,
+        pipelines: args.cluster.pipelines,
         raft,
         detector: DetectorTimings {
             grace_ms: args.grace_ms,
@@ -270,6 +273,7 @@ pub async fn run(args: RunArgs) -> u8 {
             ..DetectorTimings::SEED
         },
         api_key: Some(format!("harness-{seed:x}")),
+        mqtt_url: args.cluster.mqtt_url.clone(),
     };
     let caps = Capabilities {
         backend: backend_name,
@@ -314,7 +318,34 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::INVALID_INPUT;
         }
     };
-    let refused = phase::unsupported_faults(&phases, &plan, &caps);
+    let profile = match args.cluster.load_profile() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --profile: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    for key in profile.ignored_keys() {
+        eprintln!(
+            "warning: profile {}: unknown key `{key}` ignored",
+            profile.name
+        );
+    }
+    let mut refused = phase::unsupported_faults(&phases, &plan, &caps);
+    refused.extend(args.cluster.refused(&phases, &plan));
+    refused.extend(profile.refused(&phases, &plan));
+    if profile.roles.broker.is_none() && spec.mqtt_url.is_none() {
+        refused.push(format!(
+            "profile {} starts no broker: give one with --mqtt-url",
+            profile.name
+        ));
+    }
+    if backend_kind == BackendKind::Docker && !profile.is_reference() {
+        refused.push(format!(
+            "profile {}: only the process backend starts nodes from a profile's templates; use --backend process",
+            profile.name
+        ));
+    }
     if !refused.is_empty() {
         for e in &refused {
             eprintln!("error: {e}");
@@ -322,6 +353,8 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("{} phase file error(s); nothing was started", refused.len());
         return exit::INVALID_INPUT;
     }
+    crate::traffic::ledger::set_pipeline_count(u64::from(spec.pipelines));
+    crate::traffic::ledger::set_output_event_type(profile.workload.output_event_type.clone());
     let progress =
         crate::progress::install(crate::progress::Mode::detect(args.format == Format::Json));
     let executed = execute(
@@ -372,6 +405,10 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
+    cmd += &args.cluster.reproduce();
+    if let (Some(_), Some(bin)) = (&args.cluster.profile, &args.cluster_bin) {
+        cmd += &format!(" --cluster-bin {}", bin.display());
+    }
     if args.grace_ms != DetectorTimings::SEED.grace_ms {
         cmd += &format!(" --grace-ms {}", args.grace_ms);
     }
@@ -411,8 +448,7 @@ async fn execute(
 ) -> anyhow::Result<(RunData, PathBuf)> {
     let now = jiff::Zoned::now();
     let run_id = format!("{}-{:04x}", now.strftime("%Y%m%d-%H%M%S"), seed & 0xffff);
-    let dir = out.join("runs").join(&run_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (run_id, dir) = crate::backend::ownership::claim_run_dir(out, &run_id)?;
     let command = reproduce_command(args, backend_kind, seed);
     eprintln!("harness: run {run_id} on {backend_kind:?}, seed {seed}; reproduce with: {command}");
     let started = Started {
@@ -438,7 +474,8 @@ async fn execute(
         }
         BackendKind::Process | BackendKind::Auto => {
             let bin = locate_cluster_bin(args.cluster_bin.clone())?;
-            let backend = ProcessBackend::new(bin, &dir, spec)?;
+            let profile = args.cluster.load_profile()?;
+            let backend = ProcessBackend::new(bin, &dir, spec)?.with_profile(profile);
             run_with(backend, args, seed, &dir, started, phases, plan).await
         }
     }
@@ -461,6 +498,7 @@ async fn run_with<B: Backend>(
     plan: &[phase::Planned],
 ) -> anyhow::Result<(RunData, PathBuf)> {
     let raft = backend.spec().raft;
+    let profile = args.cluster.load_profile()?;
     let mut data = RunData {
         run_id: started.run_id,
         backend: backend.name().into(),
@@ -477,6 +515,12 @@ async fn run_with<B: Backend>(
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms: args.drain_quiet_ms,
+            pipelines: backend.spec().pipelines,
+            profile: Some(format!("{}: {}", profile.name, profile.description)),
+            fallbacks: profile.fallbacks(),
+            broker: Some(crate::backend::broker::describe(
+                backend.spec().mqtt_url.as_ref(),
+            )),
         },
         trials: vec![],
         interrupted: false,
@@ -485,6 +529,19 @@ async fn run_with<B: Backend>(
         tally: None,
     };
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
+    options.dialect = profile.dialect.clone();
+    options.placement_epochs = profile.capabilities.placement_epochs;
+    options.pipeline_status = profile.capabilities.pipeline_status;
+    options.worker_links = profile.capabilities.worker_links;
+    options.health_leader = profile.capabilities.health_leader;
+    options.event_log = profile.capabilities.event_log;
+    if !profile.is_reference() {
+        let path = |n| profile.ready_path(n).unwrap_or("/health").to_string();
+        options.ready_paths = Some((
+            path(crate::backend::NodeName::Coordinator(1)),
+            path(crate::backend::NodeName::Worker(1)),
+        ));
+    }
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
@@ -543,11 +600,35 @@ fn finish(args: &RunArgs, data: &RunData, dir: &Path, out: &Path) -> u8 {
 }
 
 /// Copy the run directory's report files (not node data) to `latest`.
+/// Runs finishing at once (sharing `--out`) each copy aside first and then swap it in, so
+/// `latest` is always one run's whole copy (the last to swap).
 pub(crate) fn mirror(dir: &Path, latest: &Path) -> anyhow::Result<()> {
-    if latest.exists() {
-        std::fs::remove_dir_all(latest)?;
+    let name = latest.file_name().context("latest has no name")?;
+    let staged = latest.with_file_name(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
     }
-    copy_tree(dir, latest, &|p: &Path| !p.ends_with("data"))
+    copy_tree(dir, &staged, &|p: &Path| !p.ends_with("data"))?;
+    let mut last = None;
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(latest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Another run is swapping too; the rename below says whether it matters.
+            Err(e) => tracing::debug!("remove {}: {e}", latest.display()),
+        }
+        match std::fs::rename(&staged, latest) {
+            Ok(()) => return Ok(()),
+            // Another run swapped its copy in between: take its place.
+            Err(e) => last = Some(e),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staged);
+    Err(last.map_or_else(|| anyhow::anyhow!("rename failed"), anyhow::Error::from))
 }
 
 fn copy_tree(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> anyhow::Result<()> {

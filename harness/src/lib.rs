@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod dialect;
 pub mod figure;
 pub mod gate;
 pub mod history;
@@ -18,11 +19,13 @@ pub mod metrics;
 pub mod phase;
 pub mod poll;
 pub mod probe;
+pub mod profile;
 pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod step;
+pub mod topology;
 pub mod traffic;
 
 /// Exit codes: each failure cause has its own.

@@ -207,7 +207,10 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         bound.insert("events".into());
     }
     for placeholder in placeholders(&file.detail) {
-        if !bound.contains(placeholder) && !timings.contains(placeholder) {
+        if !bound.contains(placeholder)
+            && !timings.contains(placeholder)
+            && !crate::topology::is_detail_value(placeholder)
+        {
             let offset = text.find("detail").unwrap_or(0);
             return Err(err_at(
                 offset,

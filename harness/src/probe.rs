@@ -28,6 +28,8 @@ pub struct Probe {
     client: reqwest::Client,
     writer: reqwest::Client,
     api_key: Option<String>,
+    /// A foreign profile's field dialect, applied to answers before they are parsed.
+    dialect: crate::dialect::Dialect,
 }
 
 /// One node's answer to one poll.
@@ -47,7 +49,35 @@ impl Probe {
             client,
             writer,
             api_key,
+            dialect: Default::default(),
         })
+    }
+
+    pub fn with_dialect(mut self, dialect: crate::dialect::Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Parse an answer, through the dialect's rules for `url` when it has some.
+    async fn parse<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+        response: reqwest::Response,
+    ) -> anyhow::Result<T> {
+        let Some(rules) = crate::dialect::rules_for(&self.dialect, url) else {
+            return response
+                .json()
+                .await
+                .with_context(|| format!("{what} {url}: bad body"));
+        };
+        let mut value: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("{what} {url}: bad body"))?;
+        crate::dialect::apply(rules, &mut value);
+        serde_json::from_value(value)
+            .with_context(|| format!("{what} {url}: bad body (after the dialect)"))
     }
 
     /// POST a JSON body with the API key; returns the status and the JSON answer.
@@ -56,7 +86,14 @@ impl Probe {
         url: &str,
         body: &B,
     ) -> anyhow::Result<(reqwest::StatusCode, T)> {
-        let mut request = self.writer.post(url).json(body);
+        let mut request = match crate::dialect::request_rules_for(&self.dialect, url) {
+            Some(rules) => {
+                let mut value = serde_json::to_value(body)?;
+                crate::dialect::apply(rules, &mut value);
+                self.writer.post(url).json(&value)
+            }
+            None => self.writer.post(url).json(body),
+        };
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
@@ -69,31 +106,37 @@ impl Probe {
             let body = response.text().await.unwrap_or_default();
             bail!("POST {url}: {status}: {body}");
         }
-        Ok((
-            status,
-            response
-                .json()
-                .await
-                .with_context(|| format!("POST {url}: bad body"))?,
-        ))
+        Ok((status, self.parse(url, "POST", response).await?))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, url: String) -> anyhow::Result<T> {
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
+        let mut request = self.client.get(&url);
+        // The reference cluster serves reads without a key; others (Varpulis) protect them.
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request.send().await.with_context(|| format!("GET {url}"))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
             bail!("GET {url}: {status}: {body}");
         }
-        response
-            .json()
+        self.parse(&url, "GET", response).await
+    }
+
+    /// GET `url` and require a 2xx answer, whatever its body (a profile's readiness probe).
+    pub async fn get_ok(&self, url: &str) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .get(url)
+            .send()
             .await
-            .with_context(|| format!("GET {url}: bad body"))
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("GET {url}: {status}");
+        }
+        Ok(())
     }
 
     pub async fn health(&self, base: &str) -> anyhow::Result<Health> {
@@ -113,16 +156,82 @@ impl Probe {
         self.get(format!("{base}/api/v1/cluster/topology")).await
     }
 
+    /// A group by name. An implementation that finds groups only by id (404 by name) is asked
+    /// for its list, and the group is picked from it by name.
     pub async fn group(&self, base: &str, name: &str) -> anyhow::Result<GroupInfo> {
-        self.get(format!("{base}/api/v1/cluster/pipeline-groups/{name}"))
-            .await
+        let by_name = self
+            .get(format!("{base}/api/v1/cluster/pipeline-groups/{name}"))
+            .await;
+        match by_name {
+            Err(e) if format!("{e:#}").contains("404") => {
+                let list: serde_json::Value = self
+                    .get(format!("{base}/api/v1/cluster/pipeline-groups"))
+                    .await?;
+                let groups = list
+                    .get("pipeline_groups")
+                    .or_else(|| list.get("groups"))
+                    .and_then(|g| g.as_array())
+                    .with_context(|| format!("{base}: no group list in {list}"))?;
+                let mut found = groups
+                    .iter()
+                    .filter(|g| g.get("name").and_then(|n| n.as_str()) == Some(name));
+                let group = found.next().with_context(|| format!("{e:#}"))?.clone();
+                if found.next().is_some() {
+                    bail!("{base}: more than one group named {name} (a deploy was not idempotent)");
+                }
+                let mut group = group;
+                if let Some(rules) = crate::dialect::rules_for(
+                    &self.dialect,
+                    &format!("{base}/api/v1/cluster/pipeline-groups/{name}"),
+                ) {
+                    crate::dialect::apply(rules, &mut group);
+                }
+                serde_json::from_value(group).with_context(|| format!("{base}: group {name}"))
+            }
+            other => other,
+        }
     }
 
+    /// Put the connector. An implementation that refuses a second POST of a connector (Varpulis:
+    /// 400 "already exists") is then asked for its connectors: the existing one must have the
+    /// same parameters.
     pub async fn put_connector(&self, base: &str, connector: &Connector) -> anyhow::Result<()> {
-        let _: (reqwest::StatusCode, Connector) = self
-            .post(&format!("{base}/api/v1/cluster/connectors"), connector)
-            .await?;
-        Ok(())
+        let url = format!("{base}/api/v1/cluster/connectors");
+        let posted: anyhow::Result<(reqwest::StatusCode, serde_json::Value)> =
+            self.post(&url, connector).await;
+        let e = match posted {
+            Ok(_) => return Ok(()),
+            Err(e) if format!("{e:#}").contains("already exists") => e,
+            Err(e) => return Err(e),
+        };
+        let list: serde_json::Value = self.get(url.clone()).await?;
+        let items = list
+            .as_array()
+            .or_else(|| list.get("connectors").and_then(|c| c.as_array()))
+            .with_context(|| format!("{e:#}; and no connector list at {url}: {list}"))?;
+        let existing = items
+            .iter()
+            .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(connector.name.as_str()))
+            .with_context(|| format!("{e:#}; yet {url} does not list it"))?;
+        let same = |key: &str| {
+            let want = connector
+                .params
+                .get(key)
+                .map(|v| v.to_string().replace('"', ""));
+            let have = existing
+                .get("params")
+                .and_then(|p| p.get(key))
+                .map(|v| v.to_string().replace('"', ""));
+            want == have
+        };
+        if same("host") && same("port") {
+            Ok(())
+        } else {
+            bail!(
+                "connector {} exists with other parameters: {existing}",
+                connector.name
+            )
+        }
     }
 
     /// Deploy a group; true when the cluster created it (201), false when it already had it.

@@ -51,6 +51,22 @@ pub struct RunSettings {
     /// Quiet period a drain waits for: no arrival on the output topic for this long.
     #[serde(default)]
     pub drain_quiet_ms: u64,
+    /// Which MQTT broker carried the events (absent in runs recorded before it was noted).
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Filter pipelines of the workload (`--pipelines`).
+    #[serde(default = "seed_pipelines")]
+    pub pipelines: u32,
+    /// The cluster profile (name: description), absent in runs recorded before profiles.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Figure sources that fall back for lack of a capability (e.g. no event log → polling).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+fn seed_pipelines() -> u32 {
+    crate::topology::SEED_PIPELINES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +231,10 @@ impl RunSettings {
             cpu_cores: 0,
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms,
+            broker: None,
+            pipelines: crate::topology::SEED_PIPELINES,
+            profile: None,
+            fallbacks: vec![],
         }
     }
 }

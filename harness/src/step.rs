@@ -99,7 +99,8 @@ pub struct HoldArgs {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssertWorkersReadyArgs {
-    pub count: u64,
+    /// How many workers must be ready: a number, or `"all"` (every worker of the topology).
+    pub count: Count,
     /// No `unhealthy` verdict may have been committed since this mark.
     pub since: Option<String>,
 }
@@ -107,7 +108,8 @@ pub struct AssertWorkersReadyArgs {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssertTopologyArgs {
-    pub pipelines: u64,
+    /// A number, or `"all"` (every pipeline of the run's topology, `--pipelines`).
+    pub pipelines: Count,
     /// `@w`: every pipeline @w hosted when it was bound is still on it, at the same epoch.
     pub kept_by: Option<Target>,
 }
@@ -142,7 +144,10 @@ pub struct BindArgs {
 pub struct DeployArgs {
     pub group: String,
     /// Seed pipelines by name: `sensor_filter_N` filters `e2e/input/N` into `e2e/output`.
-    pub pipelines: Vec<String>,
+    /// Left out: the group's share of the run's pipelines (`--pipelines`; by default the seed's
+    /// c1 = sensor_filter_1, sensor_filter_2 and c2 = sensor_filter_3).
+    #[serde(default)]
+    pub pipelines: Option<Vec<String>>,
     /// The coordinator to send the deploy to (default: the leader).
     pub via: Option<Target>,
     /// `created` (201) or `existing` (the idempotent answer for a group already deployed):
@@ -238,8 +243,12 @@ pub struct AwaitWsArgs {
     /// `coordinator-N` → number of worker links it must hold.
     #[serde(default)]
     pub expect: std::collections::BTreeMap<String, u64>,
-    /// Total links over every live coordinator.
-    pub total: Option<u64>,
+    /// Every coordinator holds exactly the links of the workers homed on it (the seed's
+    /// topology: 2/1/1; others: as `home_of` spreads them, named in the step's note).
+    #[serde(default)]
+    pub homed: bool,
+    /// Total links over every live coordinator: a number or `"all"` (one per worker).
+    pub total: Option<Count>,
     /// Remember the observed distribution as a detail value under this name.
     pub bind: Option<String>,
     pub timeout_ms: Option<u64>,
@@ -714,7 +723,10 @@ impl fmt::Display for Step {
                 a.name, a.pipeline, a.from, a.to
             ),
             Step::Bind(a) => write!(f, " {} as @{}", a.target, a.bind),
-            Step::Deploy(a) => write!(f, " {} [{}]", a.group, a.pipelines.join(", ")),
+            Step::Deploy(a) => match &a.pipelines {
+                Some(p) => write!(f, " {} [{}]", a.group, p.join(", ")),
+                None => write!(f, " {}", a.group),
+            },
             Step::Publish(a) => write!(f, " {}", a.count),
             Step::TrafficStart(a) => write!(f, " {}/s", a.rate_per_s),
             Step::AwaitWorkerStatus(a) => write!(f, " {} {:?}", a.target, a.status),
@@ -727,6 +739,41 @@ impl fmt::Display for Step {
             Step::AssertWorkersReady(a) => write!(f, " {}", a.count),
             Step::AssertTopology(a) => write!(f, " {} pipelines", a.pipelines),
             _ => Ok(()),
+        }
+    }
+}
+
+/// A number a phase asserts: exact, or `"all"` (every worker, or every pipeline, of the run's
+/// topology), so one phase file holds at any `--workers` / `--pipelines`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Count {
+    Exactly(u64),
+    All(AllKeyword),
+}
+
+/// The keyword `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AllKeyword {
+    #[serde(rename = "all")]
+    All,
+}
+
+impl Count {
+    /// The number, with `all` standing for `every`.
+    pub fn resolve(self, every: u64) -> u64 {
+        match self {
+            Count::Exactly(n) => n,
+            Count::All(_) => every,
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Count::Exactly(n) => write!(f, "{n}"),
+            Count::All(_) => f.write_str("all"),
         }
     }
 }

@@ -5,8 +5,10 @@
 //! inside (coordinators 9100, workers 9000, broker 1883) published on loopback for the harness.
 //! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again, and
 //! partitions by disconnecting a container from the network. Everything created carries the
-//! label `varpulis.harness`; a run removes its containers and network at the end (also on
-//! Ctrl-C, panic or error), and the next run first removes leftovers of a killed one.
+//! label `varpulis.harness` and its run and owner ([`super::ownership`]); containers are named
+//! `vp-<run-id>-<node>` with the seed's name as their hostname and alias on the run's own
+//! network, so runs can share an engine. A run removes its own containers and network at the
+//! end (also on Ctrl-C, panic or error), and removes leftovers of runs whose harness is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -15,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, PortBinding,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -28,6 +30,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::ownership::{self, Owner, Verdict};
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
@@ -41,7 +44,7 @@ pub const FAULTS: &[Fault] = &[
 ];
 
 /// Label on everything the harness creates.
-pub const LABEL: &str = "varpulis.harness";
+pub const LABEL: &str = ownership::LABEL;
 /// Image repository of the node image; the tag is a hash of the binary.
 const IMAGE_REPO: &str = "varpulis-cluster";
 /// Ports inside the containers, as in the seed.
@@ -98,7 +101,10 @@ pub struct DockerBackend {
     host: String,
     ports: BTreeMap<NodeName, u16>,
     states: BTreeMap<NodeName, NodeState>,
+    owner: Owner,
     cleaned: bool,
+    /// The published ports' reservation, held until the backend is dropped.
+    _lease: super::ports::PortLease,
 }
 
 impl DockerBackend {
@@ -110,15 +116,22 @@ impl DockerBackend {
         spec: ClusterSpec,
         run_id: &str,
     ) -> anyhow::Result<Self> {
+        if let Some(url) = spec.mqtt_url.as_ref().filter(|u| u.is_loopback()) {
+            bail!(
+                "--mqtt-url {url} is a loopback address, which containers cannot reach: give the \
+                 broker's address on a network the containers share (e.g. the host's LAN address)"
+            );
+        }
         let docker = connect().await?;
-        remove_leftovers(&docker).await?;
+        let owner = Owner::this_process(run_id);
+        remove_leftovers(&docker, run_id).await?;
         let image = ensure_image(&docker, bin).await?;
         let network = format!("varpulis-{run_id}");
         docker
             .create_network(NetworkCreateRequest {
                 name: network.clone(),
                 driver: Some("bridge".into()),
-                labels: Some(labels()),
+                labels: Some(owner.labels()),
                 ..Default::default()
             })
             .await
@@ -134,21 +147,15 @@ impl DockerBackend {
             ports: BTreeMap::new(),
             states: BTreeMap::new(),
             host,
+            owner,
             cleaned: false,
+            _lease: Default::default(),
         };
-        let nodes: Vec<NodeName> = std::iter::once(NodeName::Broker)
-            .chain((1..=backend.spec.coordinators).map(NodeName::Coordinator))
-            .chain((1..=backend.spec.workers).map(NodeName::Worker))
-            .collect();
-        // Choose every published port first, holding them, so no two nodes get the same one.
-        let held: Vec<std::net::TcpListener> = nodes
-            .iter()
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()?;
-        for (node, l) in nodes.iter().zip(&held) {
-            backend.ports.insert(*node, l.local_addr()?.port());
-        }
-        drop(held);
+        let nodes = backend.spec.nodes();
+        // Published ports, reserved against concurrent runs ([`super::ports`]).
+        let (reserved, lease) = super::ports::reserve(nodes.len())?;
+        backend.ports = nodes.iter().copied().zip(reserved).collect();
+        backend._lease = lease;
         for node in nodes {
             backend.create(node).await?;
             backend.states.insert(node, NodeState::NotStarted);
@@ -169,15 +176,31 @@ impl DockerBackend {
         let addressing = super::Addressing {
             listen: format!("0.0.0.0:{}", Self::inner_port(node)),
             coordinator_url: &coordinator_url,
-            mqtt_url: format!("mqtt://broker:{BROKER_PORT}"),
+            mqtt_url: match &self.spec.mqtt_url {
+                Some(url) => url.to_string(),
+                None => format!("mqtt://broker:{BROKER_PORT}"),
+            },
             data_dir: "/data".into(),
             advertise: Some(format!("http://{node}:{WORKER_PORT}")),
         };
         super::node_args(&self.spec, node, &addressing)
     }
 
+    /// The container's name: the run's own (`vp-<run-id>-<node>`); the seed's name is its
+    /// hostname and alias on the run's network.
+    fn container(&self, node: NodeName) -> String {
+        format!("vp-{}-{node}", self.owner.run_id)
+    }
+
+    fn endpoint_settings(node: NodeName) -> EndpointSettings {
+        EndpointSettings {
+            aliases: Some(vec![node.to_string()]),
+            ..Default::default()
+        }
+    }
+
     async fn create(&self, node: NodeName) -> anyhow::Result<()> {
-        let name = node.to_string();
+        let name = self.container(node);
         let inner = format!("{}/tcp", Self::inner_port(node));
         let bind_ip = if self.host == "127.0.0.1" {
             "127.0.0.1"
@@ -203,13 +226,18 @@ impl DockerBackend {
             image: Some(self.image.clone()),
             cmd: Some(self.args(node)),
             env: Some(env),
-            hostname: Some(name.clone()),
-            labels: Some(labels()),
+            hostname: Some(node.to_string()),
+            labels: Some(self.owner.labels()),
             exposed_ports: Some(vec![inner]),
             host_config: Some(HostConfig {
                 port_bindings: Some(port_bindings),
                 network_mode: Some(self.network.clone()),
                 ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(
+                    [(self.network.clone(), Self::endpoint_settings(node))].into(),
+                ),
             }),
             ..Default::default()
         };
@@ -227,7 +255,7 @@ impl DockerBackend {
     async fn save_logs(&self) -> anyhow::Result<()> {
         let mut all = std::fs::File::create(self.run_dir.join("docker-logs.txt"))?;
         for node in self.ports.keys() {
-            let name = node.to_string();
+            let name = self.container(*node);
             let mut stream = self.docker.logs(
                 &name,
                 Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
@@ -244,8 +272,8 @@ impl DockerBackend {
                     }
                 }
             }
-            std::fs::write(self.run_dir.join("logs").join(format!("{name}.log")), &text)?;
-            writeln!(all, "===== {name} =====")?;
+            std::fs::write(self.run_dir.join("logs").join(format!("{node}.log")), &text)?;
+            writeln!(all, "===== {node} ({name}) =====")?;
             all.write_all(&text)?;
             writeln!(all)?;
         }
@@ -264,27 +292,68 @@ impl DockerBackend {
     }
 }
 
-fn labels() -> HashMap<String, String> {
-    [(LABEL.to_string(), "1".to_string())].into()
-}
-
 fn label_filter() -> HashMap<String, Vec<String>> {
     [("label".to_string(), vec![LABEL.to_string()])].into()
 }
 
-/// Remove containers and networks left by an earlier run that did not clean up (killed).
-pub async fn remove_leftovers(docker: &Docker) -> anyhow::Result<()> {
+fn run_filter(run_id: &str) -> HashMap<String, Vec<String>> {
+    [(
+        "label".to_string(),
+        vec![format!("{}={run_id}", ownership::RUN_LABEL)],
+    )]
+    .into()
+}
+
+/// Remove the containers and network of run `run_id` (this run's, at its end).
+pub async fn remove_run(docker: &Docker, run_id: &str) -> anyhow::Result<()> {
+    remove_matching(docker, &run_filter(run_id), &|_, _| true).await
+}
+
+/// Remove containers and networks left by runs whose harness is gone (killed before it could
+/// clean up); a live run's are never touched, whichever harness owns them.
+pub async fn remove_leftovers(docker: &Docker, own_run: &str) -> anyhow::Result<()> {
+    let now = ownership::now_s();
+    let decide = |labels: &HashMap<String, String>, created: Option<u64>| match ownership::judge(
+        labels,
+        created,
+        own_run,
+        now,
+        &ownership::owner_alive,
+    ) {
+        Verdict::Remove(why) => {
+            eprintln!("harness: removing a leftover container or network ({why})");
+            true
+        }
+        Verdict::Keep(why) => {
+            tracing::debug!("keeping: {why}");
+            false
+        }
+    };
+    remove_matching(docker, &label_filter(), &decide).await
+}
+
+/// Decides from an object's labels and creation time (unix s) whether to remove it.
+type RemovePredicate<'a> = dyn Fn(&HashMap<String, String>, Option<u64>) -> bool + Sync + 'a;
+
+/// Remove the containers, then the networks, that `filters` lists and `remove` accepts.
+async fn remove_matching(
+    docker: &Docker,
+    filters: &HashMap<String, Vec<String>>,
+    remove: &RemovePredicate<'_>,
+) -> anyhow::Result<()> {
     let containers = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::new()
                 .all(true)
-                .filters(&label_filter())
+                .filters(filters)
                 .build(),
         ))
         .await
-        .context("list leftover containers")?;
+        .context("list labelled containers")?;
     for c in containers {
-        if let Some(id) = c.id {
+        let labels = c.labels.unwrap_or_default();
+        let created = c.created.and_then(|t| u64::try_from(t).ok());
+        if let Some(id) = c.id.filter(|_| remove(&labels, created)) {
             docker
                 .remove_container(
                     &id,
@@ -296,23 +365,22 @@ pub async fn remove_leftovers(docker: &Docker) -> anyhow::Result<()> {
                     ),
                 )
                 .await
-                .with_context(|| format!("remove leftover container {id}"))?;
+                .with_context(|| format!("remove container {id}"))?;
         }
     }
     let networks = docker
         .list_networks(Some(
-            ListNetworksOptionsBuilder::new()
-                .filters(&label_filter())
-                .build(),
+            ListNetworksOptionsBuilder::new().filters(filters).build(),
         ))
         .await
-        .context("list leftover networks")?;
+        .context("list labelled networks")?;
     for n in networks {
-        if let Some(id) = n.id {
-            docker
-                .remove_network(&id)
-                .await
-                .with_context(|| format!("remove leftover network {id}"))?;
+        let labels = n.labels.unwrap_or_default();
+        if let Some(id) = n.id.filter(|_| remove(&labels, None)) {
+            // An older harness's network still in use is refused by the engine: left for later.
+            if let Err(e) = docker.remove_network(&id).await {
+                tracing::warn!("network {id} not removed: {e}");
+            }
         }
     }
     Ok(())
@@ -344,11 +412,12 @@ async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
         if img.repo_tags.contains(&image) {
             have = true;
         } else {
-            // An image of an older binary: nothing uses it any more.
+            // An image of an older binary. Not forced: the engine refuses while a container
+            // (another live run's) uses it, and a later run removes it.
             let _ = docker
                 .remove_image(
                     &img.id,
-                    Some(RemoveImageOptionsBuilder::new().force(true).build()),
+                    Some(RemoveImageOptionsBuilder::new().force(false).build()),
                     None,
                 )
                 .await;
@@ -364,7 +433,7 @@ async fn ensure_image(docker: &Docker, bin: &Path) -> anyhow::Result<String> {
         .t(&image)
         .rm(true)
         .forcerm(true)
-        .labels(&labels())
+        .labels(&[(LABEL.to_string(), "1".to_string())].into())
         .build();
     let mut build = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
     while let Some(info) = build.next().await {
@@ -405,16 +474,22 @@ impl Backend for DockerBackend {
     fn endpoint(&self, node: NodeName) -> String {
         let port = self.ports.get(&node).copied().unwrap_or(0);
         match node {
-            NodeName::Broker => format!("mqtt://{}:{port}", self.host),
+            NodeName::Broker => {
+                let (host, port) = self.mqtt();
+                format!("mqtt://{host}:{port}")
+            }
             _ => format!("http://{}:{port}", self.host),
         }
     }
 
     fn mqtt(&self) -> (String, u16) {
-        (
-            self.host.clone(),
-            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
-        )
+        match &self.spec.mqtt_url {
+            Some(url) => (url.host.clone(), url.port),
+            None => (
+                self.host.clone(),
+                self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
+            ),
+        }
     }
 
     fn state(&self, node: NodeName) -> NodeState {
@@ -425,7 +500,7 @@ impl Backend for DockerBackend {
     }
 
     async fn start(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         self.engine(
             format!("start {name}"),
             self.docker.start_container(&name, None),
@@ -436,7 +511,7 @@ impl Backend for DockerBackend {
     }
 
     async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         // The engine signals the process as soon as it takes the call, then waits for the exit
         // and cleans up (~120 ms here) before answering, and its `FinishedAt` lags the same way.
         // So the mark is the moment the call was issued: figures measured from it are upper
@@ -455,7 +530,7 @@ impl Backend for DockerBackend {
     }
 
     async fn stop(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         // SIGTERM leaves when the call is issued; the call returns once the container exited.
         let at = now_us();
         self.engine(
@@ -471,7 +546,7 @@ impl Backend for DockerBackend {
     }
 
     async fn pause(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         // The freeze happens during the call: mark its start (figures from it are upper bounds).
         let issued = now_us();
         self.engine(format!("pause {name}"), self.docker.pause_container(&name))
@@ -481,7 +556,7 @@ impl Backend for DockerBackend {
     }
 
     async fn resume(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         self.engine(
             format!("unpause {name}"),
             self.docker.unpause_container(&name),
@@ -492,7 +567,7 @@ impl Backend for DockerBackend {
     }
 
     async fn partition(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         let issued = now_us();
         self.engine(
             format!("disconnect {name} from {}", self.network),
@@ -509,14 +584,14 @@ impl Backend for DockerBackend {
     }
 
     async fn heal(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+        let name = self.container(node);
         self.engine(
             format!("connect {name} to {}", self.network),
             self.docker.connect_network(
                 &self.network,
                 NetworkConnectRequest {
                     container: name.clone(),
-                    endpoint_config: None,
+                    endpoint_config: Some(Self::endpoint_settings(node)),
                 },
             ),
         )
@@ -526,7 +601,7 @@ impl Backend for DockerBackend {
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         let logs = self.save_logs().await;
-        let cleanup = remove_leftovers(&self.docker).await;
+        let cleanup = remove_run(&self.docker, &self.owner.run_id).await;
         self.cleaned = cleanup.is_ok();
         logs.and(cleanup)
     }
@@ -539,18 +614,23 @@ impl Drop for DockerBackend {
         }
         // Ctrl-C, panic or error before shutdown: remove what this run created. Drop cannot be
         // async, so a thread with its own runtime does it, and we wait for it.
-        let handle = std::thread::spawn(|| {
+        let run_id = self.owner.run_id.clone();
+        let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
             rt.block_on(async {
                 let docker = connect().await.ok()?;
-                remove_leftovers(&docker).await.ok()
+                remove_run(&docker, &run_id).await.ok()
             })
         });
         if handle.join().ok().flatten().is_none() {
-            eprintln!("harness: could not remove the run's containers; the next run removes them (label {LABEL})");
+            eprintln!(
+                "harness: could not remove the run's containers; the next run removes them once this harness is gone (label {}={})",
+                ownership::RUN_LABEL,
+                self.owner.run_id
+            );
         }
     }
 }

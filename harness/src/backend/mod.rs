@@ -2,8 +2,11 @@
 //! declares its capabilities, so a phase asking for a fault a backend cannot inject is refused
 //! before anything starts.
 
+pub mod broker;
 pub mod docker;
 pub mod image;
+pub mod ownership;
+pub mod ports;
 pub mod process;
 
 use std::fmt;
@@ -80,6 +83,29 @@ pub struct ClusterSpec {
     /// Shared API key for mutating routes and Raft RPCs (never written to reports).
     #[serde(skip)]
     pub api_key: Option<String>,
+    /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
+    #[serde(default)]
+    pub mqtt_url: Option<broker::MqttUrl>,
+    /// Filter pipelines of the workload (`sensor_filter_1..=N`; the seed's three by default).
+    #[serde(default = "seed_pipelines")]
+    pub pipelines: u32,
+}
+
+fn seed_pipelines() -> u32 {
+    crate::topology::SEED_PIPELINES
+}
+
+impl ClusterSpec {
+    /// The nodes of the topology in start order: the broker (unless external), coordinators,
+    /// workers.
+    pub fn nodes(&self) -> Vec<NodeName> {
+        let broker = self.mqtt_url.is_none().then_some(NodeName::Broker);
+        broker
+            .into_iter()
+            .chain((1..=self.coordinators).map(NodeName::Coordinator))
+            .chain((1..=self.workers).map(NodeName::Worker))
+            .collect()
+    }
 }
 
 /// What a node is doing, as far as the backend knows.

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,23 +41,18 @@ pub struct ProcessBackend {
     children: BTreeMap<NodeName, Child>,
     paused: BTreeMap<NodeName, bool>,
     starts: BTreeMap<NodeName, u32>,
+    /// How to start each role (`--profile`; the reference cluster's by default).
+    profile: crate::profile::Profile,
+    /// The nodes' ports, reserved against concurrent runs until the backend is dropped.
+    _lease: super::ports::PortLease,
 }
 
 impl ProcessBackend {
-    /// Choose a free loopback port for every node; nothing starts yet.
+    /// Reserve a free loopback port for every node ([`super::ports`]); nothing starts yet.
     pub fn new(bin: PathBuf, run_dir: &Path, spec: ClusterSpec) -> anyhow::Result<Self> {
-        let mut ports = BTreeMap::new();
-        // Hold every listener until all ports are chosen, so no two nodes get the same one.
-        let mut held = Vec::new();
-        let nodes = std::iter::once(NodeName::Broker)
-            .chain((1..=spec.coordinators).map(NodeName::Coordinator))
-            .chain((1..=spec.workers).map(NodeName::Worker));
-        for node in nodes {
-            let listener = TcpListener::bind("127.0.0.1:0").context("choose a free port")?;
-            ports.insert(node, listener.local_addr()?.port());
-            held.push(listener);
-        }
-        drop(held);
+        let nodes = spec.nodes();
+        let (reserved, lease) = super::ports::reserve(nodes.len())?;
+        let ports: BTreeMap<NodeName, u16> = nodes.into_iter().zip(reserved).collect();
         std::fs::create_dir_all(run_dir.join("logs"))?;
         Ok(ProcessBackend {
             bin,
@@ -68,19 +62,28 @@ impl ProcessBackend {
             children: BTreeMap::new(),
             paused: BTreeMap::new(),
             starts: BTreeMap::new(),
+            profile: crate::profile::Profile::reference(),
+            _lease: lease,
         })
     }
 
-    fn args(&self, node: NodeName) -> anyhow::Result<Vec<String>> {
+    /// Start nodes as `profile` describes (another implementation's binary: `bin`).
+    pub fn with_profile(mut self, profile: crate::profile::Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// A node's command line and environment, from the profile's templates.
+    fn command_line(&self, node: NodeName) -> anyhow::Result<crate::profile::CommandLine> {
         let coordinator_url = |n: u32| self.endpoint(NodeName::Coordinator(n));
         let addressing = super::Addressing {
             listen: format!("127.0.0.1:{}", self.ports[&node]),
             coordinator_url: &coordinator_url,
-            mqtt_url: format!("mqtt://127.0.0.1:{}", self.ports[&NodeName::Broker]),
+            mqtt_url: self.endpoint(NodeName::Broker),
             data_dir: self.data_dir(node).display().to_string(),
             advertise: None,
         };
-        Ok(super::node_args(&self.spec, node, &addressing))
+        self.profile.render(&self.spec, node, &addressing)
     }
 
     fn data_dir(&self, node: NodeName) -> std::path::PathBuf {
@@ -160,16 +163,22 @@ impl Backend for ProcessBackend {
     fn endpoint(&self, node: NodeName) -> String {
         let port = self.ports.get(&node).copied().unwrap_or(0);
         match node {
-            NodeName::Broker => format!("mqtt://127.0.0.1:{port}"),
+            NodeName::Broker => {
+                let (host, port) = self.mqtt();
+                format!("mqtt://{host}:{port}")
+            }
             _ => format!("http://127.0.0.1:{port}"),
         }
     }
 
     fn mqtt(&self) -> (String, u16) {
-        (
-            "127.0.0.1".into(),
-            self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
-        )
+        match &self.spec.mqtt_url {
+            Some(url) => (url.host.clone(), url.port),
+            None => (
+                "127.0.0.1".into(),
+                self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
+            ),
+        }
     }
 
     fn state(&self, node: NodeName) -> NodeState {
@@ -204,7 +213,7 @@ impl Backend for ProcessBackend {
         if self.children.contains_key(&node) {
             bail!("{node} is already running");
         }
-        let args = self.args(node)?;
+        let (args, env) = self.command_line(node)?;
         let count = self.starts.entry(node).or_insert(0);
         *count += 1;
         let count = *count;
@@ -229,9 +238,7 @@ impl Backend for ProcessBackend {
                 "RUST_LOG",
                 std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             );
-        if let Some(key) = &self.spec.api_key {
-            command.env("CLUSTER_API_KEY", key);
-        }
+        command.envs(env);
         #[allow(unsafe_code)]
         // pre_exec is unsafe; the closure only makes one async-signal-safe syscall.
         unsafe {

@@ -219,6 +219,16 @@ pub fn results_markdown(data: &RunData) -> String {
         c.coordinators / 2 + 1
     );
     let _ = writeln!(s, "| Workers | {} |", c.workers);
+    let _ = writeln!(s, "| Pipelines | {} |", c.pipelines);
+    if let Some(p) = &c.profile {
+        let _ = writeln!(s, "| Cluster profile | {p} |");
+    }
+    for f in &c.fallbacks {
+        let _ = writeln!(s, "| Figures fall back | {f} |");
+    }
+    if let Some(broker) = &c.broker {
+        let _ = writeln!(s, "| MQTT broker | {broker} |");
+    }
     let _ = writeln!(
         s,
         "| Raft heartbeat interval | {} ms |",
@@ -229,8 +239,14 @@ pub fn results_markdown(data: &RunData) -> String {
         "| Raft election timeout | {}–{} ms |",
         c.raft.election_min_ms, c.raft.election_max_ms
     );
-    let _ = writeln!(s, "| Raft log storage | redb on disk, fsynced |");
-    let _ = writeln!(s, "| Raft transport | HTTP (reqwest) |");
+    // What the reference cluster is built of; a foreign profile's run does not say.
+    if c.profile
+        .as_deref()
+        .is_none_or(|p| p.starts_with("reference:"))
+    {
+        let _ = writeln!(s, "| Raft log storage | redb on disk, fsynced |");
+        let _ = writeln!(s, "| Raft transport | HTTP (reqwest) |");
+    }
     let _ = writeln!(s, "| Harness poll interval | {} ms |", c.poll_interval_ms);
     let _ = writeln!(s, "| Probe timeout | {} ms |", c.probe_timeout_ms);
     let _ = writeln!(s, "| CPU cores | {} |", c.cpu_cores);

@@ -128,6 +128,7 @@ pub fn regenerate(dir: &Path) -> anyhow::Result<RunData> {
     let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mut data: RunData =
         serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+    crate::traffic::ledger::set_pipeline_count(u64::from(data.config.pipelines));
     crate::check::apply(&mut data);
     write_all(dir, &data)?;
     Ok(data)

@@ -138,11 +138,18 @@ impl<B: Backend> Runner<B> {
             NodeName::Worker(_) => format!("{node} answering {base}/health"),
             NodeName::Broker => format!("{node} accepting MQTT connections at {base}"),
         };
+        let ready = self.options.ready_paths.clone();
         poll_until(what, timeout, async || {
-            let answer = match node {
-                NodeName::Coordinator(_) => self.probe.raft_metrics(&base).await.map(|_| ()),
-                NodeName::Worker(_) => self.probe.worker_health(&base).await.map(|_| ()),
-                NodeName::Broker => {
+            let answer = match (node, &ready) {
+                (NodeName::Coordinator(_), Some((path, _)))
+                | (NodeName::Worker(_), Some((_, path))) => {
+                    self.probe.get_ok(&format!("{base}{path}")).await
+                }
+                (NodeName::Coordinator(_), None) => {
+                    self.probe.raft_metrics(&base).await.map(|_| ())
+                }
+                (NodeName::Worker(_), None) => self.probe.worker_health(&base).await.map(|_| ()),
+                (NodeName::Broker, _) => {
                     let (host, port) = self.backend.mqtt();
                     tokio::net::TcpStream::connect((host.as_str(), port))
                         .await

@@ -103,6 +103,9 @@ impl<B: Backend> Runner<B> {
         term: u64,
         since_us: WallUs,
     ) -> anyhow::Result<Option<Mark>> {
+        if !self.options.event_log {
+            anyhow::bail!("the cluster profile declares no event log");
+        }
         let live = self.live_coordinators();
         self.events.refresh(&self.probe, &live).await?;
         Ok(self

@@ -46,6 +46,23 @@ pub struct RunnerOptions {
     pub start_timeout: Duration,
     /// The drain every event verdict waits for (and the final drain).
     pub drain: DrainSettings,
+    /// Readiness paths (coordinator, worker) of a foreign profile; `None`: the reference
+    /// cluster's own probes (`/raft/metrics` parsed, worker `/health`).
+    pub ready_paths: Option<(String, String)>,
+    /// A foreign profile's field dialect (empty: the reference wire types as they are).
+    pub dialect: crate::dialect::Dialect,
+    /// Placements carry epochs (a move is a higher epoch); else judged by worker alone.
+    pub placement_epochs: bool,
+    /// The topology reports each pipeline's status; else a placement counts as running and
+    /// the delivery counts that follow are what show it ran.
+    pub pipeline_status: bool,
+    /// The worker list names each worker's link holder; else `home-of` is the configured home.
+    pub worker_links: bool,
+    /// `/health` names the Raft leader; else `await_healthy` takes the one the coordinators'
+    /// `/raft/metrics` agree on.
+    pub health_leader: bool,
+    /// The coordinators keep an event log (`/api/v1/cluster/events`); else marks are polls.
+    pub event_log: bool,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -61,6 +78,13 @@ impl RunnerOptions {
             seed,
             leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
             start_timeout: Duration::from_secs(30),
+            ready_paths: None,
+            dialect: Default::default(),
+            placement_epochs: true,
+            pipeline_status: true,
+            worker_links: true,
+            health_leader: true,
+            event_log: true,
             drain: DrainSettings::quiet(DRAIN_QUIET),
         }
     }
@@ -76,18 +100,22 @@ pub struct Runner<B: Backend> {
     traffic: Option<TrafficRig>,
     /// Nodes cut off by `partition` and not healed yet.
     partitioned: HashSet<NodeName>,
+    /// How the last deploy's write went when it was not accepted at once (its step's note).
+    deploy_note: Option<String>,
 }
 
 impl<B: Backend> Runner<B> {
     pub fn new(backend: B, options: RunnerOptions) -> anyhow::Result<Self> {
         Ok(Runner {
-            probe: Probe::new(backend.spec().api_key.clone())?,
+            probe: Probe::new(backend.spec().api_key.clone())?
+                .with_dialect(options.dialect.clone()),
             backend,
             events: EventTail::default(),
             rng: StdRng::seed_from_u64(options.seed),
             options,
             traffic: None,
             partitioned: HashSet::new(),
+            deploy_note: None,
         })
     }
 
@@ -160,6 +188,14 @@ impl<B: Backend> Runner<B> {
         tracing::info!(phase = %phase.id, name = %phase.name, trial = trial_no, "phase start");
         let started_us = now_us();
         let mut trial = Trial::new(started_us);
+        let spec = self.backend.spec();
+        for (name, n) in [
+            ("coordinators", spec.coordinators),
+            ("workers", spec.workers),
+            ("pipelines", spec.pipelines),
+        ] {
+            trial.values.insert(name.into(), n.to_string());
+        }
         trial.events_from = self.history_rows();
         let metrics_before = self.metrics_boundary().await;
         let mut steps = Vec::new();

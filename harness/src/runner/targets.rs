@@ -91,10 +91,19 @@ impl<B: Backend> Runner<B> {
                     .iter()
                     .find(|w| w.id == worker)
                     .with_context(|| format!("worker {worker} is not registered"))?;
-                let c = w
-                    .link_coordinator
-                    .with_context(|| format!("{worker} holds no link to any coordinator"))?;
-                Ok(Binding::node(NodeName::Coordinator(c as u32)))
+                let c = match (w.link_coordinator, &inner) {
+                    (Some(c), _) => c as u32,
+                    // An implementation whose worker list names no link (a foreign profile
+                    // without `worker_links`): the coordinator the worker was configured with.
+                    (None, _) if !self.options.worker_links => {
+                        let NodeName::Worker(n) = worker_node(&worker)? else {
+                            anyhow::bail!("{worker} is not a worker");
+                        };
+                        crate::backend::home_of(n, self.backend.spec().coordinators)
+                    }
+                    (None, _) => anyhow::bail!("{worker} holds no link to any coordinator"),
+                };
+                Ok(Binding::node(NodeName::Coordinator(c)))
             }
         }
     }

@@ -23,6 +23,8 @@ use crate::traffic::{
     judge_trial, Collector, Counts, DrainSettings, Ledger, Publisher, TrafficHandle, Verdict,
 };
 
+/// Bound of asking again a write refused with 421 not_leader (the probe's write timeout).
+const WRITE_BUDGET: Duration = crate::probe::WRITE_TIMEOUT;
 /// Bound of waiting for a group's pipelines to run after a deploy.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound of `await_delivery`: generous for a few thousand events on loopback, and it
@@ -108,7 +110,17 @@ impl<B: Backend> Runner<B> {
         let node = self.resolve(&via, trial).await?.node;
         let base = self.backend.endpoint(node);
         let timeout = a.timeout_ms.map_or(DEPLOY_TIMEOUT, Duration::from_millis);
-        let (created, info) = self.deploy(&base, &a.group, &a.pipelines, timeout).await?;
+        let pipelines = a.pipelines.clone().unwrap_or_else(|| {
+            crate::topology::group_pipelines(&a.group, self.backend.spec().pipelines)
+        });
+        if pipelines.is_empty() {
+            bail!(
+                "group {} has no pipelines at --pipelines {}",
+                a.group,
+                self.backend.spec().pipelines
+            );
+        }
+        let (created, info) = self.deploy(&base, &a.group, &pipelines, timeout).await?;
         let outcome = if created {
             DeployOutcome::Created
         } else {
@@ -138,8 +150,12 @@ impl<B: Backend> Runner<B> {
         trial
             .values
             .insert(format!("deploy_{}", a.group), status.into());
+        let retried = self
+            .deploy_note
+            .take()
+            .map_or(String::new(), |n| format!(" ({n})"));
         Ok(format!(
-            "group {} {status} via {node}; running: {}",
+            "group {} {status} via {node}{retried}; running: {}",
             a.group,
             placed.join(", ")
         ))
@@ -164,7 +180,28 @@ impl<B: Backend> Runner<B> {
             ]
             .into(),
         };
-        self.probe.put_connector(base, &connector).await?;
+        // A write refused with 421 not_leader is asked again within the write budget (an
+        // implementation may refuse writes for a while after its election); the deploy's
+        // note says so. Any other refusal ends the step.
+        let refusals = std::cell::Cell::new(0u32);
+        let write_started = crate::backend::now_us();
+        let not_leader = |e: anyhow::Error| {
+            if format!("{e:#}").contains("421") {
+                refusals.set(refusals.get() + 1);
+                Ok(format!("{e:#}"))
+            } else {
+                Err(e)
+            }
+        };
+        poll_until("the connector accepted", WRITE_BUDGET, async || match self
+            .probe
+            .put_connector(base, &connector)
+            .await
+        {
+            Ok(()) => Ok(Poll::Ready(())),
+            Err(e) => not_leader(e).map(Poll::Pending),
+        })
+        .await?;
         let def = GroupDef {
             name: group.into(),
             pipelines: pipelines
@@ -180,7 +217,23 @@ impl<B: Backend> Runner<B> {
                 .collect::<anyhow::Result<_>>()?,
             routes: vec![],
         };
-        let (created, _) = self.probe.deploy(base, &def).await?;
+        let (created, _) = poll_until(
+            format!("group {group} accepted"),
+            WRITE_BUDGET,
+            async || match self.probe.deploy(base, &def).await {
+                Ok(answer) => Ok(Poll::Ready(answer)),
+                Err(e) => not_leader(e).map(Poll::Pending),
+            },
+        )
+        .await?
+        .value;
+        if refusals.get() > 0 {
+            self.deploy_note = Some(format!(
+                "after {} answers 421 not_leader over {} ms",
+                refusals.get(),
+                (crate::backend::now_us() - write_started) / 1000
+            ));
+        }
         let info = poll_until(format!("group {group} running"), timeout, async || {
             let live = self.live_coordinators();
             Ok(
@@ -330,7 +383,9 @@ impl<B: Backend> Runner<B> {
             None => (History::default(), None),
         };
         let live = self.live_coordinators();
-        if let Err(e) = self.events.refresh(&self.probe, &live).await {
+        if !self.options.event_log {
+            // A profile without an event log: nothing to read.
+        } else if let Err(e) = self.events.refresh(&self.probe, &live).await {
             // The record keeps what was read; nothing is judged on it yet.
             tracing::warn!("final read of the event logs: {e:#}");
         }

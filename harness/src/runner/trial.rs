@@ -298,6 +298,8 @@ fn render_details(template: &str, trial: &Trial) -> String {
             format!("{:.1}s", s.value_us as f64 / 1e6)
         } else if let Some(v) = trial.values.get(name) {
             v.clone()
+        } else if let Some(v) = crate::topology::detail_value(name, &trial.values) {
+            v
         } else {
             "?".into()
         };

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,30 @@ pub const EVENT_TYPE: &str = "SensorReading";
 pub const SENSOR_COUNT: u64 = 10;
 /// Input topics, one per pipeline (`e2e/input/1` … `e2e/input/3`), as in the seed suite.
 pub const PIPELINE_COUNT: u64 = 3;
+/// The run's pipeline count (`--pipelines`): the workload's shape, set once per run before any
+/// traffic (and by `harness report` from the run's settings) and read by the pure functions
+/// below, so the publisher, the ledger and the checkers agree on which pipeline an event is for.
+static PIPELINES: AtomicU64 = AtomicU64::new(PIPELINE_COUNT);
+
+/// Set the workload's pipeline count (at least 1).
+pub fn set_pipeline_count(n: u64) {
+    PIPELINES.store(n.max(1), Ordering::Relaxed);
+}
+
+/// `event_type` an output must carry when it is not the input's (`None`: the input's, as the
+/// reference pipelines keep every input field). A profile's `[workload] output_event_type`:
+/// Varpulis names outputs after the stream that filtered them (`HighTemp`).
+static OUTPUT_EVENT_TYPE: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Set the `event_type` outputs must carry (`None`: the input's).
+pub fn set_output_event_type(t: Option<String>) {
+    *OUTPUT_EVENT_TYPE.write().unwrap_or_else(|p| p.into_inner()) = t;
+}
+
+/// The workload's pipeline count.
+pub fn pipeline_count() -> u64 {
+    PIPELINES.load(Ordering::Relaxed)
+}
 /// Prefix of the input topics; the pipeline index follows.
 pub const INPUT_TOPIC_PREFIX: &str = "e2e/input/";
 /// Filter a stand-in pipeline subscribes to: every input topic.
@@ -87,12 +112,19 @@ pub fn is_matching(seq: u64) -> bool {
     temperature_of(seq) > FILTER_THRESHOLD
 }
 
-/// Index (1-based) of the input topic, and so of the pipeline, of event `seq`.
+/// Index (1-based) of the input topic, and so of the pipeline, of event `seq`: `seq % P + 1`
+/// as in the seed (P = 3). For an even P that would give some pipelines only matching events
+/// and others none, so pairs of seqs go round instead: `(seq / 2) % P + 1`.
 pub fn pipeline_index(seq: u64) -> u64 {
-    seq % PIPELINE_COUNT + 1
+    let p = pipeline_count();
+    if p % 2 == 1 {
+        seq % p + 1
+    } else {
+        (seq / 2) % p + 1
+    }
 }
 
-/// The input topic event `seq` is published to: `e2e/input/{(seq % 3) + 1}`.
+/// The input topic event `seq` is published to: `e2e/input/{(seq % 3) + 1}` in the seed.
 pub fn input_topic(seq: u64) -> String {
     format!("{INPUT_TOPIC_PREFIX}{}", pipeline_index(seq))
 }
@@ -350,8 +382,15 @@ pub fn decode(payload: &[u8]) -> Option<Decoded> {
     let seq = value.get("seq")?.as_u64()?;
     let str_is = |name: &str, want: &str| value.get(name).and_then(|v| v.as_str()) == Some(want);
     let sent_at_us = value.get("sent_at_us").and_then(|v| v.as_u64());
+    let output_type = OUTPUT_EVENT_TYPE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let checks = [
-        (Field::EventType, str_is("event_type", EVENT_TYPE)),
+        (
+            Field::EventType,
+            str_is("event_type", output_type.as_deref().unwrap_or(EVENT_TYPE)),
+        ),
         (
             Field::SensorId,
             str_is("sensor_id", &format!("sensor_{}", seq % SENSOR_COUNT)),

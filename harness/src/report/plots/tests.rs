@@ -114,6 +114,10 @@ fn run(trials: u32) -> RunData {
             cpu_cores: 2,
             harness_version: "0".into(),
             drain_quiet_ms: 250,
+            broker: None,
+            pipelines: 3,
+            profile: None,
+            fallbacks: vec![],
         },
         trials: (1..=trials)
             .map(|i| trial(i, trials, 900 + 17 * u64::from(i)))
