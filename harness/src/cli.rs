@@ -255,9 +255,9 @@ pub async fn run(args: RunArgs) -> u8 {
         broker: true,
         // The backend's own list, checked before it exists: nothing starts for a refused phase.
         faults: if backend_kind == BackendKind::Docker {
-            crate::backend::docker::FAULTS.to_vec()
+            crate::backend::docker::faults_here()
         } else {
-            crate::backend::process::FAULTS.to_vec()
+            crate::backend::process::faults_here()
         },
     };
     // Everything about the input is checked before any node starts: every phase file whole
@@ -295,6 +295,9 @@ pub async fn run(args: RunArgs) -> u8 {
     if !refused.is_empty() {
         for e in &refused {
             eprintln!("error: {e}");
+        }
+        if let Some(why) = crate::backend::partition_refusal(backend_kind == BackendKind::Docker) {
+            eprintln!("note: {why}");
         }
         eprintln!("{} phase file error(s); nothing was started", refused.len());
         return exit::INVALID_INPUT;
@@ -410,7 +413,10 @@ async fn execute(
         }
         BackendKind::Process | BackendKind::Auto => {
             let bin = locate_cluster_bin(args.cluster_bin.clone())?;
-            let backend = ProcessBackend::new(bin, &dir, spec)?;
+            let mut backend = ProcessBackend::new(bin, &dir, spec)?;
+            if phase::plan_uses(phases, plan, crate::step::Fault::Partition) {
+                backend = backend.with_network_namespaces(&started.run_id)?;
+            }
             run_with(backend, args, seed, &dir, started, phases, plan).await
         }
     }

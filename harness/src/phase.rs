@@ -159,9 +159,19 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
             }
             timings.insert(m.name.clone());
         }
+        if let Step::AssertWriteAnswered(w) = &step {
+            if !is_name(&w.name) || !w.name.ends_with("_ms") {
+                return Err(fail(format!(
+                    "timing name '{}' must be a name ending in _ms",
+                    w.name
+                )));
+            }
+            timings.insert(w.name.clone());
+        }
         let mark_refs: Vec<&String> = match &step {
             Step::Hold(h) => h.since.iter().collect(),
             Step::AssertWorkersReady(a) => a.since.iter().collect(),
+            Step::AssertNoMoves(a) => vec![&a.since],
             _ => vec![],
         };
         for mark in mark_refs {
@@ -441,6 +451,16 @@ pub fn unsupported_faults(phases: &[Phase], plan: &[Planned], caps: &Capabilitie
         }
     }
     out
+}
+
+/// True when a phase the plan executes injects `fault`.
+pub fn plan_uses(phases: &[Phase], plan: &[Planned], fault: Fault) -> bool {
+    plan.iter().any(|p| {
+        phases[p.phase]
+            .steps
+            .iter()
+            .any(|s| s.fault() == Some(fault))
+    })
 }
 
 /// `i` after everything it requires, transitively, each once; a cycle is an error.

@@ -26,10 +26,12 @@ pub enum Step {
     Pause(FaultArgs),
     /// Undo `pause`.
     Resume(FaultArgs),
-    /// Cut a node off the cluster network (its process keeps running).
-    Partition(FaultArgs),
-    /// Undo `partition`.
-    Heal(FaultArgs),
+    /// Cut the links between a node and others (default: every other node); its process keeps
+    /// running and the harness keeps reaching it.
+    Partition(PartitionArgs),
+    /// Make whole again the links `partition` with the same arguments cut (without `from`:
+    /// every cut link of the target).
+    Heal(PartitionArgs),
     /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
     Restart(RestartArgs),
     /// Delete a stopped coordinator's data dir (Raft log, vote, snapshots): a lost disk.
@@ -75,6 +77,35 @@ pub enum Step {
     AssertTopology(AssertTopologyArgs),
     /// Spread pipelines over the ready workers (at most one per worker while one hosts none).
     Spread(SpreadArgs),
+    /// Send a write to one coordinator and fail unless it answers (success or error) within the
+    /// cluster's write budget (2 × election max); the answer time is a figure.
+    AssertWriteAnswered(WriteAnsweredArgs),
+    /// Fail if any coordinator's event log holds a placement move decided since a mark.
+    AssertNoMoves(SinceArgs),
+    /// Wait until a worker runs no pipeline (asked on its own `/health`): fenced.
+    AwaitFenced(AwaitFencedArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteAnsweredArgs {
+    pub via: Target,
+    /// Timing name of the answer time (ends in `_ms`).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinceArgs {
+    pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitFencedArgs {
+    pub target: Target,
+    pub mark: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -297,6 +328,71 @@ pub struct FaultArgs {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PartitionArgs {
+    pub target: Target,
+    /// Nodes or groups on the other side: `coordinators`, `workers`, or any target (`broker`,
+    /// `worker-2`, `leader`, `@name`, `worker-hosting:p`). The target itself is skipped.
+    pub from: Option<Vec<Peer>>,
+    /// Cut one direction only: what the target sends to them is dropped (they still reach it).
+    #[serde(default)]
+    pub oneway: bool,
+    /// Remember the resolved target under this name.
+    pub bind: Option<String>,
+    /// Record the moment the cut (or heal) was issued under this mark name.
+    pub mark: Option<String>,
+}
+
+/// One entry of a partition's `from`: a group of nodes, or a target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Peer {
+    Coordinators,
+    Workers,
+    Node(Target),
+}
+
+impl TryFrom<String> for Peer {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "coordinators" => Ok(Peer::Coordinators),
+            "workers" => Ok(Peer::Workers),
+            _ => s
+                .parse::<Target>()
+                .map(Peer::Node)
+                .map_err(|e| format!("{e} (or a group: coordinators, workers)")),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Coordinators => f.write_str("coordinators"),
+            Peer::Workers => f.write_str("workers"),
+            Peer::Node(t) => t.fmt(f),
+        }
+    }
+}
+
+impl PartitionArgs {
+    /// `from coordinators, broker` (or `from every node`), `one way` when so.
+    pub fn describe_from(&self) -> String {
+        let from = match &self.from {
+            Some(peers) => peers
+                .iter()
+                .map(Peer::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "every node".into(),
+        };
+        format!("from {from}{}", if self.oneway { " (one way)" } else { "" })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RestartArgs {
     pub target: Target,
     pub mark: Option<String>,
@@ -478,6 +574,9 @@ enum Action {
     AssertWorkersReady,
     AssertTopology,
     Spread,
+    AssertWriteAnswered,
+    AssertNoMoves,
+    AwaitFenced,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -540,6 +639,11 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::AssertWorkersReady => Step::AssertWorkersReady(Deserialize::deserialize(rest)?),
             Action::AssertTopology => Step::AssertTopology(Deserialize::deserialize(rest)?),
             Action::Spread => Step::Spread(Deserialize::deserialize(rest)?),
+            Action::AssertWriteAnswered => {
+                Step::AssertWriteAnswered(Deserialize::deserialize(rest)?)
+            }
+            Action::AssertNoMoves => Step::AssertNoMoves(Deserialize::deserialize(rest)?),
+            Action::AwaitFenced => Step::AwaitFenced(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -578,6 +682,9 @@ impl Step {
             Step::AssertWorkersReady(_) => "assert_workers_ready",
             Step::AssertTopology(_) => "assert_topology",
             Step::Spread(_) => "spread",
+            Step::AssertWriteAnswered(_) => "assert_write_answered",
+            Step::AssertNoMoves(_) => "assert_no_moves",
+            Step::AwaitFenced(_) => "await_fenced",
         }
     }
 
@@ -598,6 +705,8 @@ impl Step {
                 | Step::AssertWorkersReady(_)
                 | Step::AssertTopology(_)
                 | Step::Spread(_)
+                | Step::AssertNoMoves(_)
+                | Step::AwaitFenced(_)
         )
     }
 
@@ -618,13 +727,15 @@ impl Step {
     pub fn targets(&self) -> Vec<&Target> {
         match self {
             Step::AwaitLeader(a) => a.exclude.iter().collect(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => vec![&a.target],
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
+                vec![&a.target]
+            }
+            Step::Partition(a) | Step::Heal(a) => std::iter::once(&a.target)
+                .chain(a.from.iter().flatten().filter_map(|p| match p {
+                    Peer::Node(t) => Some(t),
+                    _ => None,
+                }))
+                .collect(),
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
@@ -635,6 +746,8 @@ impl Step {
             Step::CountWs(a) => vec![&a.target],
             Step::AwaitHealthy(a) => a.targets.iter().collect(),
             Step::AssertTopology(a) => a.kept_by.iter().collect(),
+            Step::AssertWriteAnswered(a) => vec![&a.via],
+            Step::AwaitFenced(a) => vec![&a.target],
             Step::StartCluster(_)
             | Step::Measure(_)
             | Step::MeasureGap(_)
@@ -646,7 +759,8 @@ impl Step {
             | Step::AwaitWsConnections(_)
             | Step::Hold(_)
             | Step::AssertWorkersReady(_)
-            | Step::Spread(_) => vec![],
+            | Step::Spread(_)
+            | Step::AssertNoMoves(_) => vec![],
         }
     }
 
@@ -654,12 +768,8 @@ impl Step {
     pub fn binds(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.bind.as_deref(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a) => a.bind.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.bind.as_deref(),
+            Step::Partition(a) | Step::Heal(a) => a.bind.as_deref(),
             Step::Bind(a) => Some(&a.bind),
             Step::CountWs(a) => Some(&a.bind),
             Step::AwaitWsConnections(a) => a.bind.as_deref(),
@@ -671,17 +781,15 @@ impl Step {
     pub fn marks(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.mark.as_deref(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => a.mark.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
+                a.mark.as_deref()
+            }
+            Step::Partition(a) | Step::Heal(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
             Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
             Step::AwaitPlacementOff(a) => a.mark.as_deref(),
+            Step::AwaitFenced(a) => a.mark.as_deref(),
             _ => None,
         }
     }
@@ -695,15 +803,10 @@ impl fmt::Display for Step {
                 let names: Vec<String> = a.exclude.iter().map(Target::to_string).collect();
                 write!(f, " (not {})", names.join(", "))
             }
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => {
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
                 write!(f, " {}", a.target)
             }
+            Step::Partition(a) | Step::Heal(a) => write!(f, " {} {}", a.target, a.describe_from()),
             Step::Restart(a) => write!(f, " {}", a.target),
             Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
             Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
@@ -726,6 +829,9 @@ impl fmt::Display for Step {
             },
             Step::AssertWorkersReady(a) => write!(f, " {}", a.count),
             Step::AssertTopology(a) => write!(f, " {} pipelines", a.pipelines),
+            Step::AssertWriteAnswered(a) => write!(f, " via {}", a.via),
+            Step::AssertNoMoves(a) => write!(f, " since {}", a.since),
+            Step::AwaitFenced(a) => write!(f, " {}", a.target),
             _ => Ok(()),
         }
     }
@@ -801,6 +907,29 @@ mod tests {
             let err = s.parse::<Target>().unwrap_err();
             assert!(err.contains(why), "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn a_partition_names_its_peers_and_direction() {
+        let step: Step = toml::from_str(
+            "do = \"partition\"\ntarget = \"@old\"\nfrom = [\"coordinators\", \"broker\", \"worker-hosting:p\"]\noneway = true",
+        )
+        .expect("a partition step");
+        assert_eq!(step.fault(), Some(Fault::Partition));
+        assert_eq!(
+            step.to_string(),
+            "partition @old from coordinators, broker, worker-hosting:p (one way)"
+        );
+        let targets: Vec<String> = step.targets().iter().map(|t| t.to_string()).collect();
+        assert_eq!(targets, ["@old", "broker", "worker-hosting:p"]);
+        let heal: Step = toml::from_str("do = \"heal\"\ntarget = \"worker-1\"").expect("heal");
+        assert_eq!(heal.to_string(), "heal worker-1 from every node");
+        let bad = toml::from_str::<Step>(
+            "do = \"partition\"\ntarget = \"worker-1\"\nfrom = [\"brokers\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("or a group: coordinators, workers"), "{bad}");
     }
 
     #[test]

@@ -425,7 +425,7 @@ impl Worker {
     }
 
     /// While linked away from home, ask the home coordinator every [`REHOME_INTERVAL`] whether
-    /// it answers `/ready` (knows a leader); after [`REHOME_STABLE_PROBES`] answers in a row the
+    /// it answers `/ready` (knows a leader, in touch with a quorum); after [`REHOME_STABLE_PROBES`] answers in a row the
     /// session moves the link home, so links
     /// return to their homes after a coordinator failure instead of piling up on the survivors.
     /// The probe runs here, apart from the session, so a frozen home never delays a heartbeat.

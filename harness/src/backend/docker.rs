@@ -2,8 +2,10 @@
 //! scratch + a statically linked `cluster` binary: no registry, nothing to pull), on a private
 //! network, named as in the seed (`coordinator-1`, `worker-3`, `broker`), with the seed's ports
 //! inside (coordinators 9100, workers 9000, broker 1883) published on loopback for the harness.
-//! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again, and
-//! partitions by disconnecting a container from the network. Everything created carries the
+//! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again.
+//! Partitions cut single links: nftables rules in a container's network namespace, entered
+//! from the host with `nsenter -t <pid> -n` (so only with a local engine; the image has no nft
+//! of its own). Everything created carries the
 //! label `varpulis.harness`; a run removes its containers and network at the end (also on
 //! Ctrl-C, panic or error), and the next run first removes leftovers of a killed one.
 
@@ -13,10 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, PortBinding,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
@@ -30,14 +29,44 @@ use sha2::{Digest, Sha256};
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
-/// Faults the Docker backend injects.
-pub const FAULTS: &[Fault] = &[
-    Fault::Kill,
-    Fault::Stop,
-    Fault::Pause,
-    Fault::Restart,
-    Fault::Partition,
-];
+/// Faults the Docker backend injects with any engine.
+pub const FAULTS: &[Fault] = &[Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart];
+
+/// Why this machine cannot cut links between containers, or `None` when it can: the engine must
+/// be local (its containers' namespaces are entered from here), and root, `nsenter` and `nft`.
+pub fn partition_refusal() -> Option<String> {
+    partition_refusal_for(std::env::var("DOCKER_HOST").ok().as_deref())
+}
+
+fn partition_refusal_for(docker_host: Option<&str>) -> Option<String> {
+    let mut missing = Vec::new();
+    if docker_host.is_some_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+        missing.push(format!(
+            "a local engine (DOCKER_HOST={} is remote: the cuts are nftables rules entered into each container's network namespace from the engine's host)",
+            docker_host.unwrap_or_default()
+        ));
+    }
+    if !super::cuts::has_net_admin() {
+        missing.push("CAP_NET_ADMIN and CAP_SYS_ADMIN (run the harness as root)".into());
+    }
+    missing.extend(super::cuts::missing_program("nsenter", "util-linux"));
+    missing.extend(super::cuts::missing_program("nft", "nftables"));
+    (!missing.is_empty()).then(|| {
+        format!(
+            "partitions on the Docker backend need: {}",
+            missing.join("; ")
+        )
+    })
+}
+
+/// Faults the Docker backend injects from this machine.
+pub fn faults_here() -> Vec<Fault> {
+    let mut faults = FAULTS.to_vec();
+    if partition_refusal().is_none() {
+        faults.push(Fault::Partition);
+    }
+    faults
+}
 
 /// Label on everything the harness creates.
 pub const LABEL: &str = "varpulis.harness";
@@ -100,6 +129,10 @@ pub struct DockerBackend {
     ports: BTreeMap<NodeName, u16>,
     states: BTreeMap<NodeName, NodeState>,
     cleaned: bool,
+    /// The links cut now, and what each container's namespace drops (by container pid and source
+    /// addresses), so a restarted container (a new namespace) gets its rules again.
+    cuts: super::cuts::Cuts,
+    applied: BTreeMap<NodeName, (i64, std::collections::BTreeSet<std::net::Ipv4Addr>)>,
 }
 
 impl DockerBackend {
@@ -136,6 +169,8 @@ impl DockerBackend {
             states: BTreeMap::new(),
             host,
             cleaned: false,
+            cuts: Default::default(),
+            applied: BTreeMap::new(),
         };
         let nodes: Vec<NodeName> = std::iter::once(NodeName::Broker)
             .chain((1..=backend.spec.coordinators).map(NodeName::Coordinator))
@@ -249,6 +284,73 @@ impl DockerBackend {
             writeln!(all, "===== {name} =====")?;
             all.write_all(&text)?;
             writeln!(all)?;
+        }
+        Ok(())
+    }
+
+    /// A running container's pid and address on the run's network.
+    async fn pid_and_addr(&self, node: NodeName) -> anyhow::Result<(i64, std::net::Ipv4Addr)> {
+        let name = node.to_string();
+        let info = self
+            .engine(
+                format!("inspect {name}"),
+                self.docker.inspect_container(&name, None),
+            )
+            .await?;
+        let pid = info
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .with_context(|| format!("{name} has no process"))?;
+        let addr = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&self.network))
+            .and_then(|e| e.ip_address)
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("{name} has no address on {}", self.network))?;
+        Ok((pid, addr))
+    }
+
+    /// Make the cut links effective in every running container: each drops the packets of the
+    /// nodes cut from it, by their current address. Re-applied after a (re)start, since a
+    /// started container gets a fresh namespace and possibly a new address.
+    async fn apply_cuts(&mut self) -> anyhow::Result<()> {
+        if self.cuts.is_empty() && self.applied.is_empty() {
+            return Ok(());
+        }
+        let mut live = BTreeMap::new();
+        for (&node, &state) in &self.states {
+            if matches!(state, NodeState::Running | NodeState::Paused) {
+                live.insert(node, self.pid_and_addr(node).await?);
+            }
+        }
+        let wanted = super::cuts::sources_by_receiver(&self.cuts);
+        for (&node, &(pid, _)) in &live {
+            let sources: std::collections::BTreeSet<std::net::Ipv4Addr> = wanted
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| live.get(s).map(|(_, a)| *a))
+                .collect();
+            let fresh = (pid, sources);
+            if self.applied.get(&node) == Some(&fresh)
+                || (fresh.1.is_empty() && !self.applied.contains_key(&node))
+            {
+                continue;
+            }
+            let target = pid.to_string();
+            super::cuts::run_nft(
+                "nsenter",
+                &["-t", &target, "-n", "nft", "-f", "-"],
+                &super::cuts::nft_script(&fresh.1),
+            )
+            .with_context(|| format!("apply the cuts in {node}'s network namespace"))?;
+            if fresh.1.is_empty() {
+                self.applied.remove(&node);
+            } else {
+                self.applied.insert(node, fresh);
+            }
         }
         Ok(())
     }
@@ -395,7 +497,7 @@ impl Backend for DockerBackend {
     }
 
     fn faults(&self) -> Vec<Fault> {
-        FAULTS.to_vec()
+        faults_here()
     }
 
     fn spec(&self) -> &ClusterSpec {
@@ -435,8 +537,12 @@ impl Backend for DockerBackend {
             self.docker.start_container(&name, None),
         )
         .await?;
+        let at = now_us();
         self.states.insert(node, NodeState::Running);
-        Ok(now_us())
+        // A started container has a new namespace (and maybe a new address): cut it again.
+        self.applied.remove(&node);
+        self.apply_cuts().await?;
+        Ok(at)
     }
 
     async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
@@ -495,37 +601,16 @@ impl Backend for DockerBackend {
         Ok(now_us())
     }
 
-    async fn partition(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
+    async fn cut(&mut self, cuts: &super::cuts::Cuts) -> anyhow::Result<WallUs> {
+        if !cuts.is_empty() {
+            if let Some(why) = partition_refusal() {
+                bail!("{why}");
+            }
+        }
         let issued = now_us();
-        self.engine(
-            format!("disconnect {name} from {}", self.network),
-            self.docker.disconnect_network(
-                &self.network,
-                NetworkDisconnectRequest {
-                    container: name.clone(),
-                    force: Some(true),
-                },
-            ),
-        )
-        .await?;
+        self.cuts = cuts.clone();
+        self.apply_cuts().await?;
         Ok(issued)
-    }
-
-    async fn heal(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = node.to_string();
-        self.engine(
-            format!("connect {name} to {}", self.network),
-            self.docker.connect_network(
-                &self.network,
-                NetworkConnectRequest {
-                    container: name.clone(),
-                    endpoint_config: None,
-                },
-            ),
-        )
-        .await?;
-        Ok(now_us())
     }
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {
@@ -562,6 +647,18 @@ impl Drop for DockerBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_engine_refuses_partitions_and_says_why() {
+        let why = partition_refusal_for(Some("tcp://10.0.0.7:2375")).expect("refused");
+        assert!(
+            why.contains("DOCKER_HOST=tcp://10.0.0.7:2375 is remote"),
+            "{why}"
+        );
+        if let Some(why) = partition_refusal_for(Some("unix:///var/run/docker.sock")) {
+            assert!(!why.contains("remote"), "{why}");
+        }
+    }
 
     #[test]
     fn published_ports_are_reached_on_the_engines_host() {

@@ -11,7 +11,9 @@
 //! Every wait is [`crate::poll::poll_until`]; every URL is built by [`crate::probe::Probe`].
 
 mod faults;
+mod isolation;
 mod leader;
+mod partition;
 mod targets;
 mod traffic;
 mod trial;
@@ -74,8 +76,8 @@ pub struct Runner<B: Backend> {
     options: RunnerOptions,
     rng: StdRng,
     traffic: Option<TrafficRig>,
-    /// Nodes cut off by `partition` and not healed yet.
-    partitioned: HashSet<NodeName>,
+    /// Links cut by `partition` and not healed yet.
+    cuts: crate::backend::cuts::Cuts,
 }
 
 impl<B: Backend> Runner<B> {
@@ -87,7 +89,7 @@ impl<B: Backend> Runner<B> {
             rng: StdRng::seed_from_u64(options.seed),
             options,
             traffic: None,
-            partitioned: HashSet::new(),
+            cuts: Default::default(),
         })
     }
 
@@ -104,15 +106,16 @@ impl<B: Backend> Runner<B> {
         }
     }
 
-    /// Coordinators the backend reports running (not paused, not cut off), with endpoints:
-    /// the ones every observation must be able to read.
+    /// Coordinators the backend reports running (not paused, not cut off from a majority of
+    /// their peers), with endpoints: the ones every observation must be able to read.
     fn live_coordinators(&self) -> Vec<(NodeName, String)> {
+        let cut_off = self.cut_off_coordinators();
         self.backend
             .nodes()
             .into_iter()
             .filter(|n| matches!(n, NodeName::Coordinator(_)))
             .filter(|n| self.backend.state(*n) == NodeState::Running)
-            .filter(|n| !self.partitioned.contains(n))
+            .filter(|n| !cut_off.contains(n))
             .map(|n| (n, self.backend.endpoint(n)))
             .collect()
     }
@@ -226,12 +229,10 @@ impl<B: Backend> Runner<B> {
     async fn run_step(&mut self, step: &Step, trial: &mut Trial) -> anyhow::Result<String> {
         match step {
             Step::StartCluster(a) => self.start_cluster(a).await,
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a) => self.fault(step, a, trial).await,
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => {
+                self.fault(step, a, trial).await
+            }
+            Step::Partition(a) | Step::Heal(a) => self.partition_step(step, a, trial).await,
             Step::Restart(a) => self.restart(a, trial).await,
             Step::Wipe(a) => self.wipe(a, trial).await,
             Step::MeasureGap(a) => self.measure_gap(a, trial),
@@ -260,6 +261,9 @@ impl<B: Backend> Runner<B> {
             Step::AssertWorkersReady(a) => self.assert_workers_ready(a, trial).await,
             Step::AssertTopology(a) => self.assert_topology(a, trial).await,
             Step::Spread(a) => self.spread(a).await,
+            Step::AssertWriteAnswered(a) => self.assert_write_answered(a, trial).await,
+            Step::AssertNoMoves(a) => self.assert_no_moves(a, trial).await,
+            Step::AwaitFenced(a) => self.await_fenced(a, trial).await,
         }
     }
 
