@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// arrival on the output topic for this long, at most 5 s.
     #[arg(long, default_value_t = DRAIN_QUIET.as_millis() as u64)]
     pub drain_quiet_ms: u64,
+    /// Run every `nemesis` step this long instead of its phase's `duration_ms` (a longer soak).
+    #[arg(long)]
+    pub nemesis_ms: Option<u64>,
     /// WebSocket ping interval of the coordinators towards workers.
     #[arg(long, default_value_t = DetectorTimings::SEED.ping_interval_ms)]
     pub ping_interval_ms: u64,
@@ -349,6 +352,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if args.drain_quiet_ms != DRAIN_QUIET.as_millis() as u64 {
         cmd += &format!(" --drain-quiet-ms {}", args.drain_quiet_ms);
     }
+    if let Some(ms) = args.nemesis_ms {
+        cmd += &format!(" --nemesis-ms {ms}");
+    }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
@@ -464,6 +470,8 @@ async fn run_with<B: Backend>(
     };
     let mut options = RunnerOptions::for_raft(seed, raft.election_max_ms);
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
+    options.nemesis_ms = args.nemesis_ms;
+    options.replay = data.command.clone();
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
     let finished = std::cell::RefCell::new(Vec::new());

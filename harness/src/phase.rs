@@ -127,13 +127,18 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
                 if caps.broker { "" } else { " and no broker" }
             )));
         }
-        if let Some(fault) = step.fault() {
+        for fault in step.faults_needed() {
             if !caps.faults.contains(&fault) {
                 return Err(fail(format!(
                     "the {} backend cannot {fault} a node",
                     caps.backend
                 )));
             }
+        }
+        if let Step::Nemesis(n) = &step {
+            check_nemesis(n).map_err(&fail)?;
+            bound.insert("nemesis".into());
+            timings.insert("converge_ms".into());
         }
         for target in step.targets() {
             check_target(target, caps, &bound).map_err(&fail)?;
@@ -240,6 +245,27 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         step_locations,
         path: path.to_path_buf(),
     })
+}
+
+fn check_nemesis(n: &crate::step::NemesisArgs) -> Result<(), String> {
+    for (name, [lo, hi]) in [("fault_ms", n.fault_ms), ("gap_ms", n.gap_ms)] {
+        if lo > hi {
+            return Err(format!(
+                "{name} = [{lo}, {hi}]: the first bound exceeds the second"
+            ));
+        }
+    }
+    if n.gap_ms[0] == 0 {
+        return Err("gap_ms must start above 0".into());
+    }
+    if n.max_concurrent == 0 {
+        return Err("max_concurrent must be at least 1".into());
+    }
+    if n.faults.as_ref().is_some_and(Vec::is_empty) || n.targets.as_ref().is_some_and(Vec::is_empty)
+    {
+        return Err("faults and targets, when given, must name at least one".into());
+    }
+    Ok(())
 }
 
 fn sorted(set: &HashSet<String>) -> String {
@@ -440,7 +466,11 @@ pub fn unsupported_faults(phases: &[Phase], plan: &[Planned], caps: &Capabilitie
         }
         let phase = &phases[planned.phase];
         for (i, step) in phase.steps.iter().enumerate() {
-            if let Some(fault) = step.fault().filter(|f| !caps.faults.contains(f)) {
+            for fault in step
+                .faults_needed()
+                .into_iter()
+                .filter(|f| !caps.faults.contains(f))
+            {
                 out.push(format!(
                     "{}: step `{}`: the {} backend cannot {fault} a node",
                     phase.step_locations.get(i).map_or("?", String::as_str),
@@ -459,7 +489,7 @@ pub fn plan_uses(phases: &[Phase], plan: &[Planned], fault: Fault) -> bool {
         phases[p.phase]
             .steps
             .iter()
-            .any(|s| s.fault() == Some(fault))
+            .any(|s| s.faults_needed().contains(&fault))
     })
 }
 

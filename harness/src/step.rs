@@ -84,6 +84,101 @@ pub enum Step {
     AssertNoMoves(SinceArgs),
     /// Wait until a worker runs no pipeline (asked on its own `/health`): fenced.
     AwaitFenced(AwaitFencedArgs),
+    /// A seeded random schedule of faults under whatever traffic runs; everything healed at
+    /// the end, then the cluster must converge within a bound.
+    Nemesis(NemesisArgs),
+    /// The invariants over every coordinator's event log (one leader per term, growing epochs
+    /// with one owner each, no unhealthy verdict outside a fault window of that worker).
+    AssertInvariants(InvariantArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NemesisFault {
+    Kill,
+    Stop,
+    Pause,
+    Partition,
+    Restart,
+}
+
+impl NemesisFault {
+    pub const ALL: [NemesisFault; 5] = [
+        NemesisFault::Kill,
+        NemesisFault::Stop,
+        NemesisFault::Pause,
+        NemesisFault::Partition,
+        NemesisFault::Restart,
+    ];
+
+    pub fn fault(self) -> Fault {
+        match self {
+            NemesisFault::Kill => Fault::Kill,
+            NemesisFault::Stop => Fault::Stop,
+            NemesisFault::Pause => Fault::Pause,
+            NemesisFault::Partition => Fault::Partition,
+            NemesisFault::Restart => Fault::Restart,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NemesisTarget {
+    Leader,
+    Follower,
+    Worker,
+    Hosting,
+}
+
+impl NemesisTarget {
+    pub const ALL: [NemesisTarget; 4] = [
+        NemesisTarget::Leader,
+        NemesisTarget::Follower,
+        NemesisTarget::Worker,
+        NemesisTarget::Hosting,
+    ];
+
+    pub fn is_coordinator(self) -> bool {
+        matches!(self, NemesisTarget::Leader | NemesisTarget::Follower)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NemesisArgs {
+    /// How long faults are injected (`--nemesis-ms` overrides it).
+    pub duration_ms: u64,
+    /// Fault kinds to draw from (default: all).
+    pub faults: Option<Vec<NemesisFault>>,
+    /// Target kinds to draw from (default: all): `hosting` is a worker hosting a pipeline.
+    pub targets: Option<Vec<NemesisTarget>>,
+    /// A fault's length, drawn uniformly from `[lo, hi]` ms (a restart has none).
+    pub fault_ms: [u64; 2],
+    /// The gap before the next fault, drawn from `[lo, hi]` ms.
+    pub gap_ms: [u64; 2],
+    /// At most this many faults at once (coordinators: at most a minority, whatever this says).
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent: usize,
+    /// Bound for the cluster to converge after the last heal.
+    #[serde(default = "default_converge")]
+    pub converge_ms: u64,
+}
+
+fn default_concurrent() -> usize {
+    2
+}
+
+fn default_converge() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvariantArgs {
+    /// After a fault window of a worker ends, how long an unhealthy verdict for it is still
+    /// explained (default: grace + ping deadline + 2 s, the liveness sweep's limit).
+    pub bound_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -577,6 +672,8 @@ enum Action {
     AssertWriteAnswered,
     AssertNoMoves,
     AwaitFenced,
+    Nemesis,
+    AssertInvariants,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -644,6 +741,8 @@ impl<'de> Visitor<'de> for StepVisitor {
             }
             Action::AssertNoMoves => Step::AssertNoMoves(Deserialize::deserialize(rest)?),
             Action::AwaitFenced => Step::AwaitFenced(Deserialize::deserialize(rest)?),
+            Action::Nemesis => Step::Nemesis(Deserialize::deserialize(rest)?),
+            Action::AssertInvariants => Step::AssertInvariants(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -685,6 +784,8 @@ impl Step {
             Step::AssertWriteAnswered(_) => "assert_write_answered",
             Step::AssertNoMoves(_) => "assert_no_moves",
             Step::AwaitFenced(_) => "await_fenced",
+            Step::Nemesis(_) => "nemesis",
+            Step::AssertInvariants(_) => "assert_invariants",
         }
     }
 
@@ -707,6 +808,7 @@ impl Step {
                 | Step::Spread(_)
                 | Step::AssertNoMoves(_)
                 | Step::AwaitFenced(_)
+                | Step::Nemesis(_)
         )
     }
 
@@ -720,6 +822,24 @@ impl Step {
             Step::Restart(_) => Some(Fault::Restart),
             Step::Wipe(_) => Some(Fault::Wipe),
             _ => None,
+        }
+    }
+
+    /// Every fault this step may inject (a nemesis: each kind it draws from).
+    pub fn faults_needed(&self) -> Vec<Fault> {
+        match self {
+            Step::Nemesis(a) => {
+                let mut kinds: Vec<Fault> = a
+                    .faults
+                    .as_deref()
+                    .unwrap_or(&NemesisFault::ALL)
+                    .iter()
+                    .map(|k| k.fault())
+                    .collect();
+                kinds.dedup();
+                kinds
+            }
+            other => other.fault().into_iter().collect(),
         }
     }
 
@@ -760,7 +880,9 @@ impl Step {
             | Step::Hold(_)
             | Step::AssertWorkersReady(_)
             | Step::Spread(_)
-            | Step::AssertNoMoves(_) => vec![],
+            | Step::AssertNoMoves(_)
+            | Step::Nemesis(_)
+            | Step::AssertInvariants(_) => vec![],
         }
     }
 
@@ -832,6 +954,7 @@ impl fmt::Display for Step {
             Step::AssertWriteAnswered(a) => write!(f, " via {}", a.via),
             Step::AssertNoMoves(a) => write!(f, " since {}", a.since),
             Step::AwaitFenced(a) => write!(f, " {}", a.target),
+            Step::Nemesis(a) => write!(f, " {} ms", a.duration_ms),
             _ => Ok(()),
         }
     }

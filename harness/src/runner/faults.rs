@@ -44,7 +44,7 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Start a node; a coordinator's event log begins again.
-    async fn start_node(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+    pub(super) async fn start_node(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
         let at = self.backend.start(node).await?;
         self.events.restarted(node);
         Ok(at)
@@ -121,7 +121,11 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Wait until a node answers its API (the broker: accepts a TCP connection).
-    async fn await_answering(&mut self, node: NodeName, timeout: Duration) -> anyhow::Result<()> {
+    pub(super) async fn await_answering(
+        &mut self,
+        node: NodeName,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let base = self.backend.endpoint(node);
         let what = match node {
             NodeName::Coordinator(_) => format!("{node} answering {base}/raft/metrics"),

@@ -13,6 +13,7 @@
 mod faults;
 mod isolation;
 mod leader;
+mod nemesis;
 mod partition;
 mod targets;
 mod traffic;
@@ -48,6 +49,10 @@ pub struct RunnerOptions {
     pub start_timeout: Duration,
     /// The drain every event verdict waits for (and the final drain).
     pub drain: DrainSettings,
+    /// `--nemesis-ms`: overrides every nemesis step's duration (a longer soak).
+    pub nemesis_ms: Option<u64>,
+    /// The command that replays this run (printed when a nemesis fails).
+    pub replay: String,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -64,6 +69,8 @@ impl RunnerOptions {
             leader_timeout: Duration::from_millis(4 * election_max_ms + 5_000),
             start_timeout: Duration::from_secs(30),
             drain: DrainSettings::quiet(DRAIN_QUIET),
+            nemesis_ms: None,
+            replay: String::new(),
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct Runner<B: Backend> {
     traffic: Option<TrafficRig>,
     /// Links cut by `partition` and not healed yet.
     cuts: crate::backend::cuts::Cuts,
+    /// Nemesis steps run so far (each draws its schedule from its own seed).
+    nemesis_runs: u64,
 }
 
 impl<B: Backend> Runner<B> {
@@ -90,6 +99,7 @@ impl<B: Backend> Runner<B> {
             options,
             traffic: None,
             cuts: Default::default(),
+            nemesis_runs: 0,
         })
     }
 
@@ -264,6 +274,8 @@ impl<B: Backend> Runner<B> {
             Step::AssertWriteAnswered(a) => self.assert_write_answered(a, trial).await,
             Step::AssertNoMoves(a) => self.assert_no_moves(a, trial).await,
             Step::AwaitFenced(a) => self.await_fenced(a, trial).await,
+            Step::Nemesis(a) => self.nemesis(a, trial).await,
+            Step::AssertInvariants(a) => self.assert_invariants(a).await,
         }
     }
 
