@@ -281,15 +281,19 @@ impl Worker {
             }
             if let Ok(r) = request.send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
-                    if let Some(ms) = v.get("lease_ms").and_then(|l| l.as_u64()) {
-                        self.renew(sent_at, Duration::from_millis(ms));
-                    }
+                    // The answer's assignments first, then its lease: a renewal after a lapse
+                    // resumes what `desired` holds, and what it held was from before the lapse
+                    // (a worker cut off from every coordinator misses the move of its
+                    // pipelines; resuming its old epoch took the session from the new owner).
                     if let Some(a) = v.get("assignments") {
                         if let Ok(assignments) =
                             serde_json::from_value::<Vec<Assignment>>(a.clone())
                         {
-                            self.reconcile(assignments).await;
+                            self.desired.send_replace(Some(assignments));
                         }
+                    }
+                    if let Some(ms) = v.get("lease_ms").and_then(|l| l.as_u64()) {
+                        self.renew(sent_at, Duration::from_millis(ms));
                     }
                     return;
                 }
