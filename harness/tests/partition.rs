@@ -179,6 +179,11 @@ requires = ["setup"]
 detail = "{nemesis}, converged in {converge_ms}, {events}"
 
 [[step]]
+do = "deploy"
+group = "c1"
+pipelines = ["sensor_filter_1", "sensor_filter_2", "sensor_filter_3"]
+
+[[step]]
 do = "traffic_start"
 rate_per_s = 50
 
@@ -232,10 +237,20 @@ fn t30_a_seeded_nemesis_heals_everything_and_replays_its_schedule() {
             })
             .collect();
         assert!(nemesis.len() >= 4, "{faults:?}");
-        let note = run["trials"]
+        let soak = run["trials"]
             .as_array()
             .and_then(|t| t.last())
-            .and_then(|t| t["steps"].as_array())
+            .expect("the soak trial");
+        let events = &soak["events"];
+        assert!(
+            events["expected"].as_u64().is_some_and(|n| n > 0)
+                && events["delivered"] == events["expected"]
+                && events["duplicated"] == 0,
+            "{}",
+            events["per_pipeline"]
+        );
+        let note = soak["steps"]
+            .as_array()
             .and_then(|s| s.iter().find(|s| s["action"] == "nemesis"))
             .and_then(|s| s["note"].as_str())
             .expect("the nemesis step's note")
