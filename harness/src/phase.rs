@@ -660,6 +660,53 @@ to = "elected"
     }
 
     #[test]
+    fn a_nemesis_is_checked_for_every_fault_it_draws_and_its_ranges() {
+        let all = Capabilities {
+            workers: 4,
+            broker: true,
+            faults: Fault::ALL.to_vec(),
+            ..caps()
+        };
+        let text = |extra: &str| {
+            format!("name = \"x\"\n\n[[step]]\ndo = \"nemesis\"\nduration_ms = 1000\nfault_ms = [10, 20]\ngap_ms = [10, 20]\n{extra}")
+        };
+        let path = Path::new("phases/soak.toml");
+        assert!(parse(path, &text(""), &all).is_ok());
+        let err = parse(
+            path,
+            &text(""),
+            &Capabilities {
+                faults: vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart],
+                ..all.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "phases/soak.toml:3:1: step `nemesis`: the process backend cannot partition a node"
+        );
+        // Narrowed to kinds the backend has: accepted.
+        let narrowed = text("faults = [\"kill\", \"pause\"]");
+        assert!(parse(
+            path,
+            &narrowed,
+            &Capabilities {
+                faults: vec![Fault::Kill, Fault::Pause],
+                ..all.clone()
+            }
+        )
+        .is_ok());
+        let err = parse(path, &text("max_concurrent = 0"), &all)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_concurrent must be at least 1"), "{err}");
+        let bad_range = "name = \"x\"\n\n[[step]]\ndo = \"nemesis\"\nduration_ms = 1000\nfault_ms = [20, 10]\ngap_ms = [10, 20]\n";
+        let err = parse(path, bad_range, &all).unwrap_err().to_string();
+        assert!(err.contains("fault_ms = [20, 10]"), "{err}");
+    }
+
+    #[test]
     fn a_step_must_start_with_do() {
         let text = "name = \"x\"\n\n[[step]]\ntarget = \"leader\"\ndo = \"kill\"\n";
         let err = parse_str(text).unwrap_err().to_string();
