@@ -954,7 +954,11 @@ impl fmt::Display for Step {
             Step::AssertWriteAnswered(a) => write!(f, " via {}", a.via),
             Step::AssertNoMoves(a) => write!(f, " since {}", a.since),
             Step::AwaitFenced(a) => write!(f, " {}", a.target),
-            Step::Nemesis(a) => write!(f, " {} ms", a.duration_ms),
+            Step::Nemesis(a) => write!(
+                f,
+                " faults {}–{} ms, gaps {}–{} ms, ≤ {} at once",
+                a.fault_ms[0], a.fault_ms[1], a.gap_ms[0], a.gap_ms[1], a.max_concurrent
+            ),
             _ => Ok(()),
         }
     }
