@@ -301,6 +301,49 @@ async fn t40_a_write_to_a_leader_without_its_quorum_fails_within_the_budget() {
     );
 }
 
+/// A leader whose peers are gone still names itself leader, but is not ready: a worker homed on
+/// it must not move its link back to a coordinator that cannot renew its lease (found by the
+/// harness's isolate-leader phase: the worker went home, lapsed, and was declared unhealthy).
+#[tokio::test]
+async fn t45_a_leader_without_its_quorum_is_not_ready() {
+    let mut c = Cluster::new(FAST_DETECTION);
+    c.start_broker();
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let (leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
+    let ready = c
+        .client()
+        .get(format!("{}/ready", c.url(leader)))
+        .send()
+        .await
+        .expect("ready answers");
+    assert_eq!(ready.status().as_u16(), 200);
+    for id in (1..=3).filter(|&id| id != leader) {
+        c.pause(id);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = c
+            .client()
+            .get(format!("{}/ready", c.url(leader)))
+            .send()
+            .await
+            .expect("ready answers");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON");
+        if status == 503 {
+            assert_eq!(body["code"], "out_of_touch", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader alone still answers /ready {status} {body} 5 s after its peers froze"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A worker's link moves while the cluster elects a new leader, and the election takes longer
 /// than the grace: the old holder's verdict (decided before the election) must not beat the new
 /// holder's `WorkerLinked` and mark a live worker unhealthy.

@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// arrival on the output topic for this long, at most 5 s.
     #[arg(long, default_value_t = DRAIN_QUIET.as_millis() as u64)]
     pub drain_quiet_ms: u64,
+    /// Run every `nemesis` step this long instead of its phase's `duration_ms` (a longer soak).
+    #[arg(long)]
+    pub nemesis_ms: Option<u64>,
     /// WebSocket ping interval of the coordinators towards workers.
     #[arg(long, default_value_t = DetectorTimings::SEED.ping_interval_ms)]
     pub ping_interval_ms: u64,
@@ -282,9 +285,9 @@ pub async fn run(args: RunArgs) -> u8 {
         broker: true,
         // The backend's own list, checked before it exists: nothing starts for a refused phase.
         faults: if backend_kind == BackendKind::Docker {
-            crate::backend::docker::FAULTS.to_vec()
+            crate::backend::docker::faults_here()
         } else {
-            crate::backend::process::FAULTS.to_vec()
+            crate::backend::process::faults_here()
         },
     };
     // Everything about the input is checked before any node starts: every phase file whole
@@ -350,6 +353,9 @@ pub async fn run(args: RunArgs) -> u8 {
         for e in &refused {
             eprintln!("error: {e}");
         }
+        if let Some(why) = crate::backend::partition_refusal(backend_kind == BackendKind::Docker) {
+            eprintln!("note: {why}");
+        }
         eprintln!("{} phase file error(s); nothing was started", refused.len());
         return exit::INVALID_INPUT;
     }
@@ -401,6 +407,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     );
     if args.drain_quiet_ms != DRAIN_QUIET.as_millis() as u64 {
         cmd += &format!(" --drain-quiet-ms {}", args.drain_quiet_ms);
+    }
+    if let Some(ms) = args.nemesis_ms {
+        cmd += &format!(" --nemesis-ms {ms}");
     }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
@@ -475,7 +484,10 @@ async fn execute(
         BackendKind::Process | BackendKind::Auto => {
             let bin = locate_cluster_bin(args.cluster_bin.clone())?;
             let profile = args.cluster.load_profile()?;
-            let backend = ProcessBackend::new(bin, &dir, spec)?.with_profile(profile);
+            let mut backend = ProcessBackend::new(bin, &dir, spec)?.with_profile(profile);
+            if phase::plan_uses(phases, plan, crate::step::Fault::Partition) {
+                backend = backend.with_network_namespaces(&started.run_id)?;
+            }
             run_with(backend, args, seed, &dir, started, phases, plan).await
         }
     }
@@ -543,6 +555,8 @@ async fn run_with<B: Backend>(
         ));
     }
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
+    options.nemesis_ms = args.nemesis_ms;
+    options.replay = data.command.clone();
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
     let finished = std::cell::RefCell::new(Vec::new());

@@ -127,13 +127,18 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
                 if caps.broker { "" } else { " and no broker" }
             )));
         }
-        if let Some(fault) = step.fault() {
+        for fault in step.faults_needed() {
             if !caps.faults.contains(&fault) {
                 return Err(fail(format!(
                     "the {} backend cannot {fault} a node",
                     caps.backend
                 )));
             }
+        }
+        if let Step::Nemesis(n) = &step {
+            check_nemesis(n).map_err(&fail)?;
+            bound.insert("nemesis".into());
+            timings.insert("converge_ms".into());
         }
         for target in step.targets() {
             check_target(target, caps, &bound).map_err(&fail)?;
@@ -159,9 +164,19 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
             }
             timings.insert(m.name.clone());
         }
+        if let Step::AssertWriteAnswered(w) = &step {
+            if !is_name(&w.name) || !w.name.ends_with("_ms") {
+                return Err(fail(format!(
+                    "timing name '{}' must be a name ending in _ms",
+                    w.name
+                )));
+            }
+            timings.insert(w.name.clone());
+        }
         let mark_refs: Vec<&String> = match &step {
             Step::Hold(h) => h.since.iter().collect(),
             Step::AssertWorkersReady(a) => a.since.iter().collect(),
+            Step::AssertNoMoves(a) => vec![&a.since],
             _ => vec![],
         };
         for mark in mark_refs {
@@ -233,6 +248,27 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
         step_locations,
         path: path.to_path_buf(),
     })
+}
+
+fn check_nemesis(n: &crate::step::NemesisArgs) -> Result<(), String> {
+    for (name, [lo, hi]) in [("fault_ms", n.fault_ms), ("gap_ms", n.gap_ms)] {
+        if lo > hi {
+            return Err(format!(
+                "{name} = [{lo}, {hi}]: the first bound exceeds the second"
+            ));
+        }
+    }
+    if n.gap_ms[0] == 0 {
+        return Err("gap_ms must start above 0".into());
+    }
+    if n.max_concurrent == 0 {
+        return Err("max_concurrent must be at least 1".into());
+    }
+    if n.faults.as_ref().is_some_and(Vec::is_empty) || n.targets.as_ref().is_some_and(Vec::is_empty)
+    {
+        return Err("faults and targets, when given, must name at least one".into());
+    }
+    Ok(())
 }
 
 fn sorted(set: &HashSet<String>) -> String {
@@ -433,7 +469,11 @@ pub fn unsupported_faults(phases: &[Phase], plan: &[Planned], caps: &Capabilitie
         }
         let phase = &phases[planned.phase];
         for (i, step) in phase.steps.iter().enumerate() {
-            if let Some(fault) = step.fault().filter(|f| !caps.faults.contains(f)) {
+            for fault in step
+                .faults_needed()
+                .into_iter()
+                .filter(|f| !caps.faults.contains(f))
+            {
                 out.push(format!(
                     "{}: step `{}`: the {} backend cannot {fault} a node",
                     phase.step_locations.get(i).map_or("?", String::as_str),
@@ -444,6 +484,16 @@ pub fn unsupported_faults(phases: &[Phase], plan: &[Planned], caps: &Capabilitie
         }
     }
     out
+}
+
+/// True when a phase the plan executes injects `fault`.
+pub fn plan_uses(phases: &[Phase], plan: &[Planned], fault: Fault) -> bool {
+    plan.iter().any(|p| {
+        phases[p.phase]
+            .steps
+            .iter()
+            .any(|s| s.faults_needed().contains(&fault))
+    })
 }
 
 /// `i` after everything it requires, transitively, each once; a cycle is an error.
@@ -610,6 +660,53 @@ to = "elected"
                 assert!(err.contains(expected), "expected '{expected}' in: {err}");
             }
         }
+    }
+
+    #[test]
+    fn a_nemesis_is_checked_for_every_fault_it_draws_and_its_ranges() {
+        let all = Capabilities {
+            workers: 4,
+            broker: true,
+            faults: Fault::ALL.to_vec(),
+            ..caps()
+        };
+        let text = |extra: &str| {
+            format!("name = \"x\"\n\n[[step]]\ndo = \"nemesis\"\nduration_ms = 1000\nfault_ms = [10, 20]\ngap_ms = [10, 20]\n{extra}")
+        };
+        let path = Path::new("phases/soak.toml");
+        assert!(parse(path, &text(""), &all).is_ok());
+        let err = parse(
+            path,
+            &text(""),
+            &Capabilities {
+                faults: vec![Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart],
+                ..all.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "phases/soak.toml:3:1: step `nemesis`: the process backend cannot partition a node"
+        );
+        // Narrowed to kinds the backend has: accepted.
+        let narrowed = text("faults = [\"kill\", \"pause\"]");
+        assert!(parse(
+            path,
+            &narrowed,
+            &Capabilities {
+                faults: vec![Fault::Kill, Fault::Pause],
+                ..all.clone()
+            }
+        )
+        .is_ok());
+        let err = parse(path, &text("max_concurrent = 0"), &all)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_concurrent must be at least 1"), "{err}");
+        let bad_range = "name = \"x\"\n\n[[step]]\ndo = \"nemesis\"\nduration_ms = 1000\nfault_ms = [20, 10]\ngap_ms = [10, 20]\n";
+        let err = parse(path, bad_range, &all).unwrap_err().to_string();
+        assert!(err.contains("fault_ms = [20, 10]"), "{err}");
     }
 
     #[test]

@@ -234,6 +234,26 @@ impl Probe {
         }
     }
 
+    /// Put a connector and return whatever status the node answers with (an error status is an
+    /// answer too); `Err` only when no answer came (transport error, or the write timeout).
+    pub async fn connector_answer(
+        &self,
+        base: &str,
+        connector: &Connector,
+    ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+        let url = format!("{base}/api/v1/cluster/connectors");
+        let mut request = self.writer.post(&url).json(connector);
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
     /// Deploy a group; true when the cluster created it (201), false when it already had it.
     pub async fn deploy(&self, base: &str, def: &GroupDef) -> anyhow::Result<(bool, GroupInfo)> {
         let (status, info): (reqwest::StatusCode, GroupInfo) = self

@@ -11,6 +11,12 @@ use std::fmt;
 use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+mod chaos;
+pub use chaos::{
+    AwaitFencedArgs, InvariantArgs, NemesisArgs, NemesisFault, NemesisTarget, PartitionArgs, Peer,
+    SinceArgs, WriteAnsweredArgs,
+};
+
 /// One typed step of a phase.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -26,10 +32,12 @@ pub enum Step {
     Pause(FaultArgs),
     /// Undo `pause`.
     Resume(FaultArgs),
-    /// Cut a node off the cluster network (its process keeps running).
-    Partition(FaultArgs),
-    /// Undo `partition`.
-    Heal(FaultArgs),
+    /// Cut the links between a node and others (default: every other node); its process keeps
+    /// running and the harness keeps reaching it.
+    Partition(PartitionArgs),
+    /// Make whole again the links `partition` with the same arguments cut (without `from`:
+    /// every cut link of the target).
+    Heal(PartitionArgs),
     /// Start a stopped or killed node again with the same arguments and data, and wait until it answers.
     Restart(RestartArgs),
     /// Delete a stopped coordinator's data dir (Raft log, vote, snapshots): a lost disk.
@@ -75,6 +83,19 @@ pub enum Step {
     AssertTopology(AssertTopologyArgs),
     /// Spread pipelines over the ready workers (at most one per worker while one hosts none).
     Spread(SpreadArgs),
+    /// Send a write to one coordinator and fail unless it answers (success or error) within the
+    /// cluster's write budget (2 × election max); the answer time is a figure.
+    AssertWriteAnswered(WriteAnsweredArgs),
+    /// Fail if any coordinator's event log holds a placement move decided since a mark.
+    AssertNoMoves(SinceArgs),
+    /// Wait until a worker runs no pipeline (asked on its own `/health`): fenced.
+    AwaitFenced(AwaitFencedArgs),
+    /// A seeded random schedule of faults under whatever traffic runs; everything healed at
+    /// the end, then the cluster must converge within a bound.
+    Nemesis(NemesisArgs),
+    /// The invariants over every coordinator's event log (one leader per term, growing epochs
+    /// with one owner each, no unhealthy verdict outside a fault window of that worker).
+    AssertInvariants(InvariantArgs),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -487,6 +508,11 @@ enum Action {
     AssertWorkersReady,
     AssertTopology,
     Spread,
+    AssertWriteAnswered,
+    AssertNoMoves,
+    AwaitFenced,
+    Nemesis,
+    AssertInvariants,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -549,6 +575,13 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::AssertWorkersReady => Step::AssertWorkersReady(Deserialize::deserialize(rest)?),
             Action::AssertTopology => Step::AssertTopology(Deserialize::deserialize(rest)?),
             Action::Spread => Step::Spread(Deserialize::deserialize(rest)?),
+            Action::AssertWriteAnswered => {
+                Step::AssertWriteAnswered(Deserialize::deserialize(rest)?)
+            }
+            Action::AssertNoMoves => Step::AssertNoMoves(Deserialize::deserialize(rest)?),
+            Action::AwaitFenced => Step::AwaitFenced(Deserialize::deserialize(rest)?),
+            Action::Nemesis => Step::Nemesis(Deserialize::deserialize(rest)?),
+            Action::AssertInvariants => Step::AssertInvariants(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -587,6 +620,11 @@ impl Step {
             Step::AssertWorkersReady(_) => "assert_workers_ready",
             Step::AssertTopology(_) => "assert_topology",
             Step::Spread(_) => "spread",
+            Step::AssertWriteAnswered(_) => "assert_write_answered",
+            Step::AssertNoMoves(_) => "assert_no_moves",
+            Step::AwaitFenced(_) => "await_fenced",
+            Step::Nemesis(_) => "nemesis",
+            Step::AssertInvariants(_) => "assert_invariants",
         }
     }
 
@@ -607,6 +645,9 @@ impl Step {
                 | Step::AssertWorkersReady(_)
                 | Step::AssertTopology(_)
                 | Step::Spread(_)
+                | Step::AssertNoMoves(_)
+                | Step::AwaitFenced(_)
+                | Step::Nemesis(_)
         )
     }
 
@@ -623,17 +664,37 @@ impl Step {
         }
     }
 
+    /// Every fault this step may inject (a nemesis: each kind it draws from).
+    pub fn faults_needed(&self) -> Vec<Fault> {
+        match self {
+            Step::Nemesis(a) => {
+                let mut kinds: Vec<Fault> = a
+                    .faults
+                    .as_deref()
+                    .unwrap_or(&NemesisFault::ALL)
+                    .iter()
+                    .map(|k| k.fault())
+                    .collect();
+                kinds.dedup();
+                kinds
+            }
+            other => other.fault().into_iter().collect(),
+        }
+    }
+
     /// Targets named by this step (for validation).
     pub fn targets(&self) -> Vec<&Target> {
         match self {
             Step::AwaitLeader(a) => a.exclude.iter().collect(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => vec![&a.target],
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
+                vec![&a.target]
+            }
+            Step::Partition(a) | Step::Heal(a) => std::iter::once(&a.target)
+                .chain(a.from.iter().flatten().filter_map(|p| match p {
+                    Peer::Node(t) => Some(t),
+                    _ => None,
+                }))
+                .collect(),
             Step::Restart(a) => vec![&a.target],
             Step::AwaitRole(a) => vec![&a.target],
             Step::AssertLeaderChanged(a) => vec![&a.from, &a.to],
@@ -644,6 +705,8 @@ impl Step {
             Step::CountWs(a) => vec![&a.target],
             Step::AwaitHealthy(a) => a.targets.iter().collect(),
             Step::AssertTopology(a) => a.kept_by.iter().collect(),
+            Step::AssertWriteAnswered(a) => vec![&a.via],
+            Step::AwaitFenced(a) => vec![&a.target],
             Step::StartCluster(_)
             | Step::Measure(_)
             | Step::MeasureGap(_)
@@ -655,7 +718,10 @@ impl Step {
             | Step::AwaitWsConnections(_)
             | Step::Hold(_)
             | Step::AssertWorkersReady(_)
-            | Step::Spread(_) => vec![],
+            | Step::Spread(_)
+            | Step::AssertNoMoves(_)
+            | Step::Nemesis(_)
+            | Step::AssertInvariants(_) => vec![],
         }
     }
 
@@ -663,12 +729,8 @@ impl Step {
     pub fn binds(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.bind.as_deref(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a) => a.bind.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => a.bind.as_deref(),
+            Step::Partition(a) | Step::Heal(a) => a.bind.as_deref(),
             Step::Bind(a) => Some(&a.bind),
             Step::CountWs(a) => Some(&a.bind),
             Step::AwaitWsConnections(a) => a.bind.as_deref(),
@@ -680,17 +742,15 @@ impl Step {
     pub fn marks(&self) -> Option<&str> {
         match self {
             Step::AwaitLeader(a) => a.mark.as_deref(),
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => a.mark.as_deref(),
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
+                a.mark.as_deref()
+            }
+            Step::Partition(a) | Step::Heal(a) => a.mark.as_deref(),
             Step::Restart(a) => a.mark.as_deref(),
             Step::AwaitRole(a) => a.mark.as_deref(),
             Step::AwaitWorkerStatus(a) => a.mark.as_deref(),
             Step::AwaitPlacementOff(a) => a.mark.as_deref(),
+            Step::AwaitFenced(a) => a.mark.as_deref(),
             _ => None,
         }
     }
@@ -704,15 +764,10 @@ impl fmt::Display for Step {
                 let names: Vec<String> = a.exclude.iter().map(Target::to_string).collect();
                 write!(f, " (not {})", names.join(", "))
             }
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a)
-            | Step::Wipe(a) => {
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) | Step::Wipe(a) => {
                 write!(f, " {}", a.target)
             }
+            Step::Partition(a) | Step::Heal(a) => write!(f, " {} {}", a.target, a.describe_from()),
             Step::Restart(a) => write!(f, " {}", a.target),
             Step::AwaitRole(a) => write!(f, " {} {:?}", a.target, a.role),
             Step::AssertLeaderChanged(a) => write!(f, " {} -> {}", a.from, a.to),
@@ -738,6 +793,14 @@ impl fmt::Display for Step {
             },
             Step::AssertWorkersReady(a) => write!(f, " {}", a.count),
             Step::AssertTopology(a) => write!(f, " {} pipelines", a.pipelines),
+            Step::AssertWriteAnswered(a) => write!(f, " via {}", a.via),
+            Step::AssertNoMoves(a) => write!(f, " since {}", a.since),
+            Step::AwaitFenced(a) => write!(f, " {}", a.target),
+            Step::Nemesis(a) => write!(
+                f,
+                " faults {}–{} ms, gaps {}–{} ms, ≤ {} at once",
+                a.fault_ms[0], a.fault_ms[1], a.gap_ms[0], a.gap_ms[1], a.max_concurrent
+            ),
             _ => Ok(()),
         }
     }
@@ -848,6 +911,29 @@ mod tests {
             let err = s.parse::<Target>().unwrap_err();
             assert!(err.contains(why), "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn a_partition_names_its_peers_and_direction() {
+        let step: Step = toml::from_str(
+            "do = \"partition\"\ntarget = \"@old\"\nfrom = [\"coordinators\", \"broker\", \"worker-hosting:p\"]\noneway = true",
+        )
+        .expect("a partition step");
+        assert_eq!(step.fault(), Some(Fault::Partition));
+        assert_eq!(
+            step.to_string(),
+            "partition @old from coordinators, broker, worker-hosting:p (one way)"
+        );
+        let targets: Vec<String> = step.targets().iter().map(|t| t.to_string()).collect();
+        assert_eq!(targets, ["@old", "broker", "worker-hosting:p"]);
+        let heal: Step = toml::from_str("do = \"heal\"\ntarget = \"worker-1\"").expect("heal");
+        assert_eq!(heal.to_string(), "heal worker-1 from every node");
+        let bad = toml::from_str::<Step>(
+            "do = \"partition\"\ntarget = \"worker-1\"\nfrom = [\"brokers\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("or a group: coordinators, workers"), "{bad}");
     }
 
     #[test]

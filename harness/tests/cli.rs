@@ -163,7 +163,7 @@ fn t20_bad_phase_files_exit_2_before_anything_starts() {
         ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"coordinator-7\"\n", "01-bad.toml:4:1: step `kill`: unknown target 'coordinator-7'"),
         ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"kill\"\ntarget = \"leader\"\nsignal = \"TERM\"\n", "01-bad.toml:7:1: unknown field `signal`"),
         ("01-bad.toml", "id = 1\nname = \"x\"\n[[step]\n", "01-bad.toml:3:"),
-        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"partition\"\ntarget = \"worker-1\"\n", "01-bad.toml:4: step `partition`: the process backend cannot partition a node"),
+        ("01-bad.toml", "id = 1\nname = \"x\"\n\n[[step]]\ndo = \"partition\"\ntarget = \"worker-1\"\nfrom = [\"brokers\"]\n", "01-bad.toml:7:8: unknown target 'brokers'"),
     ];
     for (name, text, expected) in cases {
         let dir = phases_dir_with(&[("00-setup.toml", SETUP), (name, text)]);

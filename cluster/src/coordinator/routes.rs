@@ -166,8 +166,17 @@ async fn metrics(State(c): State<Shared>) -> Response {
     })
 }
 
+/// Ready: this node knows a leader and is in touch with a quorum. A leader cut off from its
+/// peers still names itself leader (openraft 0.9 never steps down), but grants no lease: a
+/// worker whose home it is must not move its link back to it.
 async fn ready(State(c): State<Shared>) -> Result<Json<serde_json::Value>, AppError> {
-    match c.raft.metrics().borrow().current_leader {
+    let leader = c.raft.metrics().borrow().current_leader;
+    match leader {
+        Some(_) if !c.quorum.in_touch() => Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "out_of_touch",
+            "this coordinator is out of touch with a quorum",
+        )),
         Some(leader) => Ok(Json(serde_json::json!({"ready": true, "leader": leader}))),
         None => Err(AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,

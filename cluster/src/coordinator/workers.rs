@@ -280,7 +280,18 @@ async fn link(c: Shared, mut socket: WebSocket) {
                                 if committed != Some(c.node_id) {
                                     c.commit_link(&worker_id, &commit);
                                 }
-                                let ack = WsMessage::HeartbeatAck { lease_ms: c.lease_grant() };
+                                let lease_ms = c.lease_grant();
+                                // Assignments before a lease: a worker renewing after a lapse
+                                // resumes what it was last told, so it must hear of any move
+                                // this node applied before the lease lets it start anything.
+                                let now = c.state.read(|a| a.state.assignments(&worker_id));
+                                if lease_ms.is_some() && now != last_sent {
+                                    last_sent = now;
+                                    if !send(&mut socket, &WsMessage::Assignments { assignments: last_sent.clone() }).await {
+                                        break ("send failed".to_string(), DetectionLayer::WsClose);
+                                    }
+                                }
+                                let ack = WsMessage::HeartbeatAck { lease_ms };
                                 if !send(&mut socket, &ack).await {
                                     break ("send failed".to_string(), DetectionLayer::WsClose);
                                 }
@@ -358,10 +369,19 @@ const LINK_COMMIT_RETRY: std::time::Duration = std::time::Duration::from_millis(
 impl Coordinator {
     /// The lease a heartbeat's acknowledgement renews: only while this node is in touch with a
     /// quorum, so a worker cut off with its coordinator stops before the others move its work.
+    /// A lease only from a node in touch with a quorum *and* caught up: it has applied every
+    /// entry it knows committed. A follower resumed after a freeze is in touch as soon as it
+    /// accepts the leader's next AppendEntries, before it applies what it missed; its placements
+    /// (and so the assignments it hands out) are stale until then. Found by the chaos soak: a
+    /// worker restarted onto such a follower got its old placement and a lease, and ran its old
+    /// epoch beside the new owner (a batch of 50 queued events delivered three times).
     pub fn lease_grant(&self) -> Option<u64> {
-        self.quorum
-            .in_touch()
-            .then_some(self.detector.lease.as_millis() as u64)
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+        let caught_up = match self.commit_index.get() {
+            Some(committed) => applied.is_some_and(|a| a >= committed),
+            None => true,
+        };
+        (self.quorum.in_touch() && caught_up).then_some(self.detector.lease.as_millis() as u64)
     }
 
     /// True when `worker_id` is registered here, waiting (bounded) for this node to apply a

@@ -295,15 +295,19 @@ impl Worker {
             }
             if let Ok(r) = request.send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
-                    if let Some(ms) = v.get("lease_ms").and_then(|l| l.as_u64()) {
-                        self.renew(sent_at, Duration::from_millis(ms));
-                    }
+                    // The answer's assignments first, then its lease: a renewal after a lapse
+                    // resumes what `desired` holds, and what it held was from before the lapse
+                    // (a worker cut off from every coordinator misses the move of its
+                    // pipelines; resuming its old epoch took the session from the new owner).
                     if let Some(a) = v.get("assignments") {
                         if let Ok(assignments) =
                             serde_json::from_value::<Vec<Assignment>>(a.clone())
                         {
-                            self.reconcile(assignments).await;
+                            self.desired.send_replace(Some(assignments));
                         }
+                    }
+                    if let Some(ms) = v.get("lease_ms").and_then(|l| l.as_u64()) {
+                        self.renew(sent_at, Duration::from_millis(ms));
                     }
                     return;
                 }
@@ -439,7 +443,7 @@ impl Worker {
     }
 
     /// While linked away from home, ask the home coordinator every [`REHOME_INTERVAL`] whether
-    /// it answers `/ready` (knows a leader); after [`REHOME_STABLE_PROBES`] answers in a row the
+    /// it answers `/ready` (knows a leader, in touch with a quorum); after [`REHOME_STABLE_PROBES`] answers in a row the
     /// session moves the link home, so links
     /// return to their homes after a coordinator failure instead of piling up on the survivors.
     /// The probe runs here, apart from the session, so a frozen home never delays a heartbeat.

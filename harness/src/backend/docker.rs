@@ -3,12 +3,14 @@
 //! nothing to pull), on a private
 //! network, named as in the seed (`coordinator-1`, `worker-3`, `broker`), with the seed's ports
 //! inside (coordinators 9100, workers 9000, broker 1883) published on loopback for the harness.
-//! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again, and
-//! partitions by disconnecting a container from the network. Everything created carries the
-//! label `varpulis.harness` and its run and owner ([`super::ownership`]); containers are named
-//! `vp-<run-id>-<node>` with the seed's name as their hostname and alias on the run's own
-//! network, so runs can share an engine. A run removes its own containers and network at the
-//! end (also on Ctrl-C, panic or error), and removes leftovers of runs whose harness is gone.
+//! Faults go through the engine's API (bollard): kill, stop, pause/unpause, start again.
+//! Partitions cut single links: nftables rules in a container's network namespace, entered
+//! from the host with `nsenter -t <pid> -n` (so only with a local engine; the image has no nft
+//! of its own). Everything created carries the label `varpulis.harness` and its run and owner
+//! ([`super::ownership`]); containers are named `vp-<run-id>-<node>` with the seed's name as
+//! their hostname and alias on the run's own network, so runs can share an engine. A run
+//! removes its own containers and network at the end (also on Ctrl-C, panic or error), and
+//! removes leftovers of runs whose harness is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -17,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -34,14 +36,44 @@ use super::ownership::{self, Owner, Verdict};
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
-/// Faults the Docker backend injects.
-pub const FAULTS: &[Fault] = &[
-    Fault::Kill,
-    Fault::Stop,
-    Fault::Pause,
-    Fault::Restart,
-    Fault::Partition,
-];
+/// Faults the Docker backend injects with any engine.
+pub const FAULTS: &[Fault] = &[Fault::Kill, Fault::Stop, Fault::Pause, Fault::Restart];
+
+/// Why this machine cannot cut links between containers, or `None` when it can: the engine must
+/// be local (its containers' namespaces are entered from here), and root, `nsenter` and `nft`.
+pub fn partition_refusal() -> Option<String> {
+    partition_refusal_for(std::env::var("DOCKER_HOST").ok().as_deref())
+}
+
+fn partition_refusal_for(docker_host: Option<&str>) -> Option<String> {
+    let mut missing = Vec::new();
+    if docker_host.is_some_and(|h| !h.is_empty() && !h.starts_with("unix://")) {
+        missing.push(format!(
+            "a local engine (DOCKER_HOST={} is remote: the cuts are nftables rules entered into each container's network namespace from the engine's host)",
+            docker_host.unwrap_or_default()
+        ));
+    }
+    if !super::cuts::has_net_admin() {
+        missing.push("CAP_NET_ADMIN and CAP_SYS_ADMIN (run the harness as root)".into());
+    }
+    missing.extend(super::cuts::missing_program("nsenter", "util-linux"));
+    missing.extend(super::cuts::missing_program("nft", "nftables"));
+    (!missing.is_empty()).then(|| {
+        format!(
+            "partitions on the Docker backend need: {}",
+            missing.join("; ")
+        )
+    })
+}
+
+/// Faults the Docker backend injects from this machine.
+pub fn faults_here() -> Vec<Fault> {
+    let mut faults = FAULTS.to_vec();
+    if partition_refusal().is_none() {
+        faults.push(Fault::Partition);
+    }
+    faults
+}
 
 /// Label on everything the harness creates.
 pub const LABEL: &str = ownership::LABEL;
@@ -103,6 +135,10 @@ pub struct DockerBackend {
     states: BTreeMap<NodeName, NodeState>,
     owner: Owner,
     cleaned: bool,
+    /// The links cut now, and what each container's namespace drops (by container pid and source
+    /// addresses), so a restarted container (a new namespace) gets its rules again.
+    cuts: super::cuts::Cuts,
+    applied: BTreeMap<NodeName, (i64, std::collections::BTreeSet<std::net::Ipv4Addr>)>,
     /// The published ports' reservation, held until the backend is dropped.
     _lease: super::ports::PortLease,
 }
@@ -149,6 +185,8 @@ impl DockerBackend {
             host,
             owner,
             cleaned: false,
+            cuts: Default::default(),
+            applied: BTreeMap::new(),
             _lease: Default::default(),
         };
         let nodes = backend.spec.nodes();
@@ -276,6 +314,73 @@ impl DockerBackend {
             writeln!(all, "===== {node} ({name}) =====")?;
             all.write_all(&text)?;
             writeln!(all)?;
+        }
+        Ok(())
+    }
+
+    /// A running container's pid and address on the run's network.
+    async fn pid_and_addr(&self, node: NodeName) -> anyhow::Result<(i64, std::net::Ipv4Addr)> {
+        let name = self.container(node);
+        let info = self
+            .engine(
+                format!("inspect {name}"),
+                self.docker.inspect_container(&name, None),
+            )
+            .await?;
+        let pid = info
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .with_context(|| format!("{name} has no process"))?;
+        let addr = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&self.network))
+            .and_then(|e| e.ip_address)
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("{name} has no address on {}", self.network))?;
+        Ok((pid, addr))
+    }
+
+    /// Make the cut links effective in every running container: each drops the packets of the
+    /// nodes cut from it, by their current address. Re-applied after a (re)start, since a
+    /// started container gets a fresh namespace and possibly a new address.
+    async fn apply_cuts(&mut self) -> anyhow::Result<()> {
+        if self.cuts.is_empty() && self.applied.is_empty() {
+            return Ok(());
+        }
+        let mut live = BTreeMap::new();
+        for (&node, &state) in &self.states {
+            if matches!(state, NodeState::Running | NodeState::Paused) {
+                live.insert(node, self.pid_and_addr(node).await?);
+            }
+        }
+        let wanted = super::cuts::sources_by_receiver(&self.cuts);
+        for (&node, &(pid, _)) in &live {
+            let sources: std::collections::BTreeSet<std::net::Ipv4Addr> = wanted
+                .get(&node)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| live.get(s).map(|(_, a)| *a))
+                .collect();
+            let fresh = (pid, sources);
+            if self.applied.get(&node) == Some(&fresh)
+                || (fresh.1.is_empty() && !self.applied.contains_key(&node))
+            {
+                continue;
+            }
+            let target = pid.to_string();
+            super::cuts::run_nft(
+                "nsenter",
+                &["-t", &target, "-n", "nft", "-f", "-"],
+                &super::cuts::nft_script(&fresh.1),
+            )
+            .with_context(|| format!("apply the cuts in {node}'s network namespace"))?;
+            if fresh.1.is_empty() {
+                self.applied.remove(&node);
+            } else {
+                self.applied.insert(node, fresh);
+            }
         }
         Ok(())
     }
@@ -460,7 +565,7 @@ impl Backend for DockerBackend {
     }
 
     fn faults(&self) -> Vec<Fault> {
-        FAULTS.to_vec()
+        faults_here()
     }
 
     fn spec(&self) -> &ClusterSpec {
@@ -506,8 +611,12 @@ impl Backend for DockerBackend {
             self.docker.start_container(&name, None),
         )
         .await?;
+        let at = now_us();
         self.states.insert(node, NodeState::Running);
-        Ok(now_us())
+        // A started container has a new namespace (and maybe a new address): cut it again.
+        self.applied.remove(&node);
+        self.apply_cuts().await?;
+        Ok(at)
     }
 
     async fn kill(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
@@ -566,37 +675,16 @@ impl Backend for DockerBackend {
         Ok(now_us())
     }
 
-    async fn partition(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = self.container(node);
+    async fn cut(&mut self, cuts: &super::cuts::Cuts) -> anyhow::Result<WallUs> {
+        if !cuts.is_empty() {
+            if let Some(why) = partition_refusal() {
+                bail!("{why}");
+            }
+        }
         let issued = now_us();
-        self.engine(
-            format!("disconnect {name} from {}", self.network),
-            self.docker.disconnect_network(
-                &self.network,
-                NetworkDisconnectRequest {
-                    container: name.clone(),
-                    force: Some(true),
-                },
-            ),
-        )
-        .await?;
+        self.cuts = cuts.clone();
+        self.apply_cuts().await?;
         Ok(issued)
-    }
-
-    async fn heal(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
-        let name = self.container(node);
-        self.engine(
-            format!("connect {name} to {}", self.network),
-            self.docker.connect_network(
-                &self.network,
-                NetworkConnectRequest {
-                    container: name.clone(),
-                    endpoint_config: Some(Self::endpoint_settings(node)),
-                },
-            ),
-        )
-        .await?;
-        Ok(now_us())
     }
 
     async fn shutdown(&mut self) -> anyhow::Result<()> {
@@ -638,6 +726,18 @@ impl Drop for DockerBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_engine_refuses_partitions_and_says_why() {
+        let why = partition_refusal_for(Some("tcp://10.0.0.7:2375")).expect("refused");
+        assert!(
+            why.contains("DOCKER_HOST=tcp://10.0.0.7:2375 is remote"),
+            "{why}"
+        );
+        if let Some(why) = partition_refusal_for(Some("unix:///var/run/docker.sock")) {
+            assert!(!why.contains("remote"), "{why}");
+        }
+    }
 
     #[test]
     fn published_ports_are_reached_on_the_engines_host() {

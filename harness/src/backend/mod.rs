@@ -3,8 +3,10 @@
 //! before anything starts.
 
 pub mod broker;
+pub mod cuts;
 pub mod docker;
 pub mod image;
+pub mod netns;
 pub mod ownership;
 pub mod ports;
 pub mod process;
@@ -156,15 +158,17 @@ pub trait Backend: Send {
     fn stop(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
     fn pause(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
     fn resume(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send;
-    /// Cut the node off the cluster's network (only backends declaring `Fault::Partition`).
-    fn partition(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
+    /// Make exactly these directed links cut, and every other link whole (only backends
+    /// declaring `Fault::Partition`). The harness's own path to every node is never cut.
+    fn cut(&mut self, cuts: &cuts::Cuts) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
         let name = self.name();
-        async move { anyhow::bail!("the {name} backend cannot partition {node}") }
-    }
-    /// Undo `partition`.
-    fn heal(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
-        let name = self.name();
-        async move { anyhow::bail!("the {name} backend cannot heal {node}") }
+        let any = !cuts.is_empty();
+        async move {
+            if any {
+                anyhow::bail!("the {name} backend cannot cut links")
+            }
+            Ok(now_us())
+        }
     }
     /// Delete a stopped node's data dir (only backends declaring `Fault::Wipe`).
     fn wipe(&mut self, node: NodeName) -> impl Future<Output = anyhow::Result<WallUs>> + Send {
@@ -180,6 +184,16 @@ pub trait Backend: Send {
     }
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Why this machine cannot partition on that backend (privileges, programs, a remote engine),
+/// or `None` when it can.
+pub fn partition_refusal(docker: bool) -> Option<String> {
+    if docker {
+        docker::partition_refusal()
+    } else {
+        netns::preflight()
+    }
 }
 
 /// How one backend addresses things, for [`node_args`].

@@ -2,6 +2,10 @@
 //! free ports, its own log file and data dir under the run dir. Faults are real signals
 //! (SIGKILL, SIGTERM, SIGSTOP/SIGCONT). Children die with the harness: each gets
 //! PR_SET_PDEATHSIG=SIGKILL, and the backend kills them on drop (Ctrl-C, panic, error).
+//!
+//! A run that partitions (and only such a run) puts each node in a network namespace of its
+//! own ([`super::netns`]) with an address on the run's private subnet instead of loopback;
+//! cuts are nftables rules inside the namespaces.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -15,10 +19,12 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::cuts::Cuts;
+use super::netns::NetNs;
 use super::{now_us, Backend, ClusterSpec, NodeName, NodeState, WallUs};
 use crate::step::Fault;
 
-/// Faults the process backend injects (partitions need a proxy or namespaces: not yet).
+/// Faults the process backend always injects.
 pub const FAULTS: &[Fault] = &[
     Fault::Kill,
     Fault::Stop,
@@ -26,6 +32,16 @@ pub const FAULTS: &[Fault] = &[
     Fault::Restart,
     Fault::Wipe,
 ];
+
+/// Faults the process backend injects on this machine: [`FAULTS`], and `partition` when the
+/// harness may create network namespaces (see [`super::netns::preflight`]).
+pub fn faults_here() -> Vec<Fault> {
+    let mut faults = FAULTS.to_vec();
+    if super::netns::preflight().is_none() {
+        faults.push(Fault::Partition);
+    }
+    faults
+}
 
 /// How long a SIGTERMed node may take to exit before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +57,8 @@ pub struct ProcessBackend {
     children: BTreeMap<NodeName, Child>,
     paused: BTreeMap<NodeName, bool>,
     starts: BTreeMap<NodeName, u32>,
+    /// The run's network namespaces, when the run partitions.
+    net: Option<NetNs>,
     /// How to start each role (`--profile`; the reference cluster's by default).
     profile: crate::profile::Profile,
     /// The nodes' ports, reserved against concurrent runs until the backend is dropped.
@@ -62,9 +80,29 @@ impl ProcessBackend {
             children: BTreeMap::new(),
             paused: BTreeMap::new(),
             starts: BTreeMap::new(),
+            net: None,
             profile: crate::profile::Profile::reference(),
             _lease: lease,
         })
+    }
+
+    /// Run every node in a network namespace of its own (for a run that partitions): nodes
+    /// listen on their address on the run's subnet; nothing else changes. Fails, before any node
+    /// starts, with what is missing when the harness may not create namespaces.
+    pub fn with_network_namespaces(mut self, run_id: &str) -> anyhow::Result<Self> {
+        let nodes: Vec<NodeName> = self.ports.keys().copied().collect();
+        let net = NetNs::create(run_id, &nodes)?;
+        tracing::info!(host = %net.host_addr(), "nodes run in network namespaces");
+        self.net = Some(net);
+        Ok(self)
+    }
+
+    /// The address the node listens on and is reached at.
+    fn host(&self, node: NodeName) -> String {
+        match &self.net {
+            Some(net) => net.addr(node).to_string(),
+            None => "127.0.0.1".into(),
+        }
     }
 
     /// Start nodes as `profile` describes (another implementation's binary: `bin`).
@@ -77,7 +115,7 @@ impl ProcessBackend {
     fn command_line(&self, node: NodeName) -> anyhow::Result<crate::profile::CommandLine> {
         let coordinator_url = |n: u32| self.endpoint(NodeName::Coordinator(n));
         let addressing = super::Addressing {
-            listen: format!("127.0.0.1:{}", self.ports[&node]),
+            listen: format!("{}:{}", self.host(node), self.ports[&node]),
             coordinator_url: &coordinator_url,
             mqtt_url: self.endpoint(NodeName::Broker),
             data_dir: self.data_dir(node).display().to_string(),
@@ -149,7 +187,11 @@ impl Backend for ProcessBackend {
     }
 
     fn faults(&self) -> Vec<Fault> {
-        FAULTS.to_vec()
+        let mut faults = FAULTS.to_vec();
+        if self.net.is_some() {
+            faults.push(Fault::Partition);
+        }
+        faults
     }
 
     fn spec(&self) -> &ClusterSpec {
@@ -162,12 +204,13 @@ impl Backend for ProcessBackend {
 
     fn endpoint(&self, node: NodeName) -> String {
         let port = self.ports.get(&node).copied().unwrap_or(0);
+        let host = self.host(node);
         match node {
             NodeName::Broker => {
                 let (host, port) = self.mqtt();
                 format!("mqtt://{host}:{port}")
             }
-            _ => format!("http://127.0.0.1:{port}"),
+            _ => format!("http://{host}:{port}"),
         }
     }
 
@@ -175,7 +218,7 @@ impl Backend for ProcessBackend {
         match &self.spec.mqtt_url {
             Some(url) => (url.host.clone(), url.port),
             None => (
-                "127.0.0.1".into(),
+                self.host(NodeName::Broker),
                 self.ports.get(&NodeName::Broker).copied().unwrap_or(0),
             ),
         }
@@ -225,7 +268,14 @@ impl Backend for ProcessBackend {
             self.bin.display(),
             args.join(" ")
         )?;
-        let mut command = Command::new(&self.bin);
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(net.exec_prefix(node)).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         command
             .args(&args)
             .stdin(Stdio::null())
@@ -298,10 +348,26 @@ impl Backend for ProcessBackend {
         Ok(at)
     }
 
+    async fn cut(&mut self, cuts: &Cuts) -> anyhow::Result<WallUs> {
+        let Some(net) = self.net.as_mut() else {
+            if cuts.is_empty() {
+                return Ok(now_us());
+            }
+            bail!("this run's nodes share the loopback network (no phase planned a partition), so no link can be cut");
+        };
+        // The mark is the moment the first rule is issued, as for the Docker backend's calls.
+        let issued = now_us();
+        net.apply(cuts)?;
+        Ok(issued)
+    }
+
     async fn shutdown(&mut self) -> anyhow::Result<()> {
         let nodes: Vec<NodeName> = self.children.keys().copied().collect();
         for node in nodes {
             self.kill_now(node).await?;
+        }
+        if let Some(net) = self.net.as_mut() {
+            net.remove();
         }
         Ok(())
     }

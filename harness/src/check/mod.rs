@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+pub mod invariants;
 mod run;
 
 pub use crate::traffic::ledger::Tallies;

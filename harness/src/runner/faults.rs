@@ -44,13 +44,13 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Start a node; a coordinator's event log begins again.
-    async fn start_node(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
+    pub(super) async fn start_node(&mut self, node: NodeName) -> anyhow::Result<WallUs> {
         let at = self.backend.start(node).await?;
         self.events.restarted(node);
         Ok(at)
     }
 
-    /// kill | stop | pause | resume | partition | heal.
+    /// kill | stop | pause | resume (partition and heal: `partition.rs`).
     pub(super) async fn fault(
         &mut self,
         step: &Step,
@@ -87,20 +87,10 @@ impl<B: Backend> Runner<B> {
                 self.backend.resume(node).await?,
                 pick("SIGCONT delivered", "container unpaused"),
             ),
-            Step::Partition(_) => {
-                let at = self.backend.partition(node).await?;
-                self.partitioned.insert(node);
-                (at, "disconnected from the network")
-            }
-            Step::Heal(_) => {
-                let at = self.backend.heal(node).await?;
-                self.partitioned.remove(&node);
-                (at, "reconnected to the network")
-            }
             other => bail!("'{}' is not a fault", other.action()),
         };
         self.record_fault(at, step.action(), node, how);
-        if !matches!(step, Step::Resume(_) | Step::Heal(_)) {
+        if !matches!(step, Step::Resume(_)) {
             trial.last_fault_us = at;
         }
         if let Some(name) = &a.bind {
@@ -131,7 +121,11 @@ impl<B: Backend> Runner<B> {
     }
 
     /// Wait until a node answers its API (the broker: accepts a TCP connection).
-    async fn await_answering(&mut self, node: NodeName, timeout: Duration) -> anyhow::Result<()> {
+    pub(super) async fn await_answering(
+        &mut self,
+        node: NodeName,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let base = self.backend.endpoint(node);
         let what = match node {
             NodeName::Coordinator(_) => format!("{node} answering {base}/raft/metrics"),
@@ -181,8 +175,9 @@ impl<B: Backend> Runner<B> {
         if let Some(handle) = self.traffic.as_mut().and_then(|r| r.paced.take()) {
             handle.stop().await?;
         }
-        for node in std::mem::take(&mut self.partitioned) {
-            self.backend.heal(node).await?;
+        if !self.cuts.is_empty() {
+            self.backend.cut(&Default::default()).await?;
+            self.cuts.clear();
         }
         for node in self.backend.nodes() {
             match self.backend.state(node) {

@@ -11,7 +11,10 @@
 //! Every wait is [`crate::poll::poll_until`]; every URL is built by [`crate::probe::Probe`].
 
 mod faults;
+mod isolation;
 mod leader;
+mod nemesis;
+mod partition;
 mod targets;
 mod traffic;
 mod trial;
@@ -63,6 +66,10 @@ pub struct RunnerOptions {
     pub health_leader: bool,
     /// The coordinators keep an event log (`/api/v1/cluster/events`); else marks are polls.
     pub event_log: bool,
+    /// `--nemesis-ms`: overrides every nemesis step's duration (a longer soak).
+    pub nemesis_ms: Option<u64>,
+    /// The command that replays this run (printed when a nemesis fails).
+    pub replay: String,
 }
 
 /// Default quiet period of a drain: copies that follow their original (a redelivery, a stale
@@ -86,6 +93,8 @@ impl RunnerOptions {
             health_leader: true,
             event_log: true,
             drain: DrainSettings::quiet(DRAIN_QUIET),
+            nemesis_ms: None,
+            replay: String::new(),
         }
     }
 }
@@ -98,10 +107,12 @@ pub struct Runner<B: Backend> {
     options: RunnerOptions,
     rng: StdRng,
     traffic: Option<TrafficRig>,
-    /// Nodes cut off by `partition` and not healed yet.
-    partitioned: HashSet<NodeName>,
     /// How the last deploy's write went when it was not accepted at once (its step's note).
     deploy_note: Option<String>,
+    /// Links cut by `partition` and not healed yet.
+    cuts: crate::backend::cuts::Cuts,
+    /// Nemesis steps run so far (each draws its schedule from its own seed).
+    nemesis_runs: u64,
 }
 
 impl<B: Backend> Runner<B> {
@@ -114,8 +125,9 @@ impl<B: Backend> Runner<B> {
             rng: StdRng::seed_from_u64(options.seed),
             options,
             traffic: None,
-            partitioned: HashSet::new(),
             deploy_note: None,
+            cuts: Default::default(),
+            nemesis_runs: 0,
         })
     }
 
@@ -132,15 +144,16 @@ impl<B: Backend> Runner<B> {
         }
     }
 
-    /// Coordinators the backend reports running (not paused, not cut off), with endpoints:
-    /// the ones every observation must be able to read.
+    /// Coordinators the backend reports running (not paused, not cut off from a majority of
+    /// their peers), with endpoints: the ones every observation must be able to read.
     fn live_coordinators(&self) -> Vec<(NodeName, String)> {
+        let cut_off = self.cut_off_coordinators();
         self.backend
             .nodes()
             .into_iter()
             .filter(|n| matches!(n, NodeName::Coordinator(_)))
             .filter(|n| self.backend.state(*n) == NodeState::Running)
-            .filter(|n| !self.partitioned.contains(n))
+            .filter(|n| !cut_off.contains(n))
             .map(|n| (n, self.backend.endpoint(n)))
             .collect()
     }
@@ -271,7 +284,8 @@ impl<B: Backend> Runner<B> {
         record
     }
 
-    /// Every live node's `/metrics` (coordinators and workers not down, paused or cut off),
+    /// Every live node's `/metrics` (coordinators and workers not down or paused; a cut node is
+    /// still reached, through a path the cuts leave alone),
     /// with the leader the coordinators agree on around the scrapes.
     async fn metrics_boundary(&self) -> crate::metrics::Boundary {
         let nodes: Vec<(NodeName, String)> = self
@@ -280,7 +294,6 @@ impl<B: Backend> Runner<B> {
             .into_iter()
             .filter(|n| !matches!(n, NodeName::Broker))
             .filter(|n| self.backend.state(*n) == NodeState::Running)
-            .filter(|n| !self.partitioned.contains(n))
             .map(|n| (n, self.backend.endpoint(n)))
             .collect();
         let coordinators = self.live_coordinators();
@@ -296,12 +309,10 @@ impl<B: Backend> Runner<B> {
     async fn run_step(&mut self, step: &Step, trial: &mut Trial) -> anyhow::Result<String> {
         match step {
             Step::StartCluster(a) => self.start_cluster(a).await,
-            Step::Kill(a)
-            | Step::Stop(a)
-            | Step::Pause(a)
-            | Step::Resume(a)
-            | Step::Partition(a)
-            | Step::Heal(a) => self.fault(step, a, trial).await,
+            Step::Kill(a) | Step::Stop(a) | Step::Pause(a) | Step::Resume(a) => {
+                self.fault(step, a, trial).await
+            }
+            Step::Partition(a) | Step::Heal(a) => self.partition_step(step, a, trial).await,
             Step::Restart(a) => self.restart(a, trial).await,
             Step::Wipe(a) => self.wipe(a, trial).await,
             Step::MeasureGap(a) => self.measure_gap(a, trial),
@@ -330,6 +341,11 @@ impl<B: Backend> Runner<B> {
             Step::AssertWorkersReady(a) => self.assert_workers_ready(a, trial).await,
             Step::AssertTopology(a) => self.assert_topology(a, trial).await,
             Step::Spread(a) => self.spread(a).await,
+            Step::AssertWriteAnswered(a) => self.assert_write_answered(a, trial).await,
+            Step::AssertNoMoves(a) => self.assert_no_moves(a, trial).await,
+            Step::AwaitFenced(a) => self.await_fenced(a, trial).await,
+            Step::Nemesis(a) => self.nemesis(a, trial).await,
+            Step::AssertInvariants(a) => self.assert_invariants(a).await,
         }
     }
 
