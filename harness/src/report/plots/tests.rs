@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::timeline::{bucket_width_us, fault_lines, Buckets};
+use super::timeline::{bucket_width_us, fault_lines, fault_windows, Buckets, FaultLine};
 use super::*;
 use crate::backend::RaftTimings;
 use crate::record::{RunSettings, Sample, Status, StepRecord, TrialRecord, Window};
@@ -170,6 +170,36 @@ fn fault_lines_resolve_bindings() {
     assert_eq!(
         labels,
         [("kill coordinator-2", 0.1), ("restart coordinator-2", 1.2)]
+    );
+}
+
+#[test]
+fn a_cut_is_shaded_until_the_heal_of_its_node_and_a_pause_until_its_resume() {
+    let line = |at_s: f64, action: &str, label: &str| FaultLine {
+        at_s,
+        action: action.into(),
+        label: label.into(),
+    };
+    let lines = [
+        line(
+            1.0,
+            "partition",
+            "partition coordinator-1 from coordinators",
+        ),
+        line(2.0, "pause", "pause worker-2"),
+        line(3.0, "heal", "heal worker-9"),
+        line(4.0, "resume", "resume worker-2"),
+        line(6.0, "heal", "heal coordinator-1 from every node"),
+        line(7.0, "partition", "partition worker-3 from coordinators"),
+        line(8.0, "kill", "kill worker-4"),
+    ];
+    assert_eq!(
+        fault_windows(&lines, 9.5),
+        vec![
+            ("links cut".to_string(), 1.0, 6.0),
+            ("paused".to_string(), 2.0, 4.0),
+            ("links cut".to_string(), 7.0, 9.5),
+        ]
     );
 }
 

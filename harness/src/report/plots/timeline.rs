@@ -147,6 +147,27 @@ pub fn fault_lines(t: &TrialRecord) -> Vec<FaultLine> {
         .collect()
 }
 
+/// The windows a fault step opens and a later step closes, shaded like the measured ones (Jepsen's
+/// nemesis bands): `links cut` from a partition to the heal of the same node, `paused` from a
+/// pause to its resume. One still open at the end of the trial runs to `end_s`.
+pub fn fault_windows(lines: &[FaultLine], end_s: f64) -> Vec<(String, f64, f64)> {
+    let target = |l: &FaultLine| l.label.split_whitespace().nth(1).map(str::to_owned);
+    let mut out = Vec::new();
+    for (i, open) in lines.iter().enumerate() {
+        let (name, closer) = match open.action.as_str() {
+            "partition" => ("links cut", "heal"),
+            "pause" => ("paused", "resume"),
+            _ => continue,
+        };
+        let to = lines[i + 1..]
+            .iter()
+            .find(|l| l.action == closer && target(l) == target(open))
+            .map_or(end_s, |l| l.at_s);
+        out.push((name.to_string(), open.at_s, to));
+    }
+    out
+}
+
 fn fault_color(action: &str) -> RGBColor {
     match action {
         "kill" | "stop" | "pause" | "partition" => RGBColor(200, 0, 0),
@@ -194,7 +215,8 @@ impl Timeline {
         let caption = format!(
             "{} events published, {} of them matching the pipelines' filter; the matching ones are counted here by \
              publish time in {} ms buckets (rate = count / bucket width): {} delivered, {} duplicated, {} lost, {} unknown \
-             (publish never acknowledged). Shaded: a measured fault window (fault → recovery). Below: publish → first \
+             (publish never acknowledged). Shaded: a measured fault window (fault → recovery), links cut \
+             (partition → heal) and a node paused (pause → resume). Below: publish → first \
              arrival at the collector, per event. {context}{}",
             c.published,
             c.expected + c.unknown,
@@ -205,22 +227,26 @@ impl Timeline {
             c.unknown,
             if missing_times { " (this run.json predates lost send times: lost events are not bucketed)" } else { "" }
         );
+        let faults = fault_lines(t);
+        let end_s = buckets.published.len() as f64 * width as f64 / 1e6;
+        let mut windows: Vec<(String, f64, f64)> = t
+            .windows
+            .iter()
+            .map(|w| (w.name.clone(), rel(w.from_us), rel(w.to_us)))
+            .collect();
+        windows.extend(fault_windows(&faults, end_s));
         Timeline {
             title: title.into(),
             caption,
-            windows: t
-                .windows
-                .iter()
-                .map(|w| (w.name.clone(), rel(w.from_us), rel(w.to_us)))
-                .collect(),
-            faults: fault_lines(t),
+            windows,
+            faults,
             elections: t
                 .windows
                 .iter()
                 .filter(|w| w.name == "election")
                 .map(|w| rel(w.to_us))
                 .collect(),
-            end_s: buckets.published.len() as f64 * width as f64 / 1e6,
+            end_s,
             buckets,
             latency: thin(&latency, LATENCY_POINTS_MAX),
         }
