@@ -93,7 +93,7 @@ pub enum Step {
     /// A seeded random schedule of faults under whatever traffic runs; everything healed at
     /// the end, then the cluster must converge within a bound.
     Nemesis(NemesisArgs),
-    /// The invariants over every coordinator's event log (one leader per term, growing epochs
+    /// The invariants over every coordinator's event log (a term's leader ids only grow, growing epochs
     /// with one owner each, no unhealthy verdict outside a fault window of that worker).
     AssertInvariants(InvariantArgs),
 }

@@ -435,7 +435,7 @@ impl<B: Backend> Runner<B> {
             );
         }
         Ok(format!(
-            "one leader per term, growing epochs with one owner each, no unhealthy verdict outside a fault window + {bound_ms} ms: held over {count} events of every coordinator's log and {} faults",
+            "a term's leader ids only grow, growing epochs with one owner each, no unhealthy verdict outside a fault window + {bound_ms} ms: held over {count} events of every coordinator's log and {} faults",
             faults.len()
         ))
     }
