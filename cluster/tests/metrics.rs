@@ -409,10 +409,22 @@ async fn t20_a_hung_worker_is_counted_under_the_ping_deadline() {
     let (leader, _) = c.await_leader(&[1, 2, 3], "at start").await;
     c.start_worker("w-hung", &[1, 2, 3]);
     c.start_worker("w-spare", &[2, 3, 1]);
-    c.wait_for(leader, "/api/v1/cluster/workers", "2 workers ready", |v| {
-        let ws = v["workers"].as_array()?;
-        (ws.len() == 2 && ws.iter().all(|w| w["status"] == "ready")).then_some(())
-    })
+    // Ready *and* linked: a link whose `WorkerLinked` has not committed yet issues no verdict
+    // (by design), and the hung worker would then be caught only by the leader's sweep under
+    // the 10 s REST timeout (seen once in CI: counted as rest_timeout).
+    c.wait_for(
+        leader,
+        "/api/v1/cluster/workers",
+        "2 workers ready with committed links",
+        |v| {
+            let ws = v["workers"].as_array()?;
+            (ws.len() == 2
+                && ws
+                    .iter()
+                    .all(|w| w["status"] == "ready" && w["link_coordinator"].is_u64()))
+            .then_some(())
+        },
+    )
     .await;
     c.pause_worker("w-hung", true);
     c.wait_for(
