@@ -50,9 +50,51 @@ impl ApiKey {
     }
 }
 
+/// A worker's credential, derived from the cluster's worker secret and the worker's id:
+/// `hex(HMAC-SHA256(secret, "varpulis-worker:" + id))`. Whoever holds the secret (coordinators,
+/// the broker, the harness that starts the cluster) can check any worker's token; a worker holds
+/// only its own, so it can speak only for its own id. Never replicated.
+pub fn worker_token(secret: &str, worker_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(b"varpulis-worker:");
+    mac.update(worker_id.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// True when `presented` is `worker_id`'s token under `secret`, compared in constant time (both
+/// sides have the token's fixed length, so the compare reveals nothing about it).
+pub fn worker_token_valid(secret: &str, worker_id: &str, presented: &str) -> bool {
+    let expected = worker_token(secret, worker_id);
+    expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_token_is_bound_to_its_id_and_secret() {
+        let t = worker_token("secret", "worker-1");
+        // Python: hmac.new(b"secret", b"varpulis-worker:worker-1", hashlib.sha256).hexdigest()
+        assert_eq!(
+            t,
+            "fd79cb39f4356ca276f387d9a77e4467bfd78da639174ecdbb4888e62e571cf9"
+        );
+        assert!(worker_token_valid("secret", "worker-1", &t));
+        assert!(!worker_token_valid("secret", "worker-2", &t), "another id");
+        assert!(
+            !worker_token_valid("other", "worker-1", &t),
+            "another secret"
+        );
+        assert!(!worker_token_valid("secret", "worker-1", &t[..63]));
+        assert_eq!(t, worker_token("secret", "worker-1"), "deterministic");
+    }
 
     #[test]
     fn allows_only_the_configured_key() {
