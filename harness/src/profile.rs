@@ -381,6 +381,19 @@ fn values(
     }
     if let Some(key) = &spec.api_key {
         v.insert("api_key", key.clone());
+        v.insert("operator_key", key.clone());
+    }
+    if let Some(key) = &spec.peer_key {
+        v.insert("peer_key", key.clone());
+    }
+    if let Some(secret) = &spec.worker_secret {
+        v.insert("worker_secret", secret.clone());
+    }
+    if let Some(token) = spec.worker_token(node) {
+        v.insert("worker_token", token);
+    }
+    if spec.insecure {
+        v.insert("insecure_flag", "--insecure".to_string());
     }
     if let Some(adv) = &a.advertise {
         v.insert("advertise", adv.clone());
@@ -457,6 +470,9 @@ mod tests {
             raft: RaftTimings::SEED,
             detector: DetectorTimings::SEED,
             api_key: Some("k".into()),
+            peer_key: Some("p".into()),
+            worker_secret: Some("s".into()),
+            insecure: false,
             mqtt_url: None,
             pipelines: 3,
         }
@@ -481,12 +497,14 @@ mod tests {
                 data_dir: "/data".into(),
                 advertise: advertise.clone(),
             };
-            let s = spec();
-            for node in s.nodes() {
-                let (argv, env) = profile.render(&s, node, &a).unwrap();
-                assert_eq!(argv, node_args(&s, node, &a), "{node}");
-                if node != NodeName::Broker {
-                    assert_eq!(env, [("CLUSTER_API_KEY".to_string(), "k".to_string())]);
+            for s in [spec(), spec().with_keys(true)] {
+                for node in s.nodes() {
+                    let (argv, mut env) = profile.render(&s, node, &a).unwrap();
+                    assert_eq!(argv, node_args(&s, node, &a), "{node}");
+                    env.sort();
+                    let mut want = s.node_env(node);
+                    want.sort();
+                    assert_eq!(env, want, "{node}");
                 }
             }
         }

@@ -229,6 +229,9 @@ pub fn results_markdown(data: &RunData) -> String {
     if let Some(broker) = &c.broker {
         let _ = writeln!(s, "| MQTT broker | {broker} |");
     }
+    if let Some(security) = &c.security {
+        let _ = writeln!(s, "| Security | {security} |");
+    }
     let _ = writeln!(
         s,
         "| Raft heartbeat interval | {} ms |",
