@@ -420,6 +420,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if let Some(ms) = args.nemesis_ms {
         cmd += &format!(" --nemesis-ms {ms}");
     }
+    if args.insecure {
+        cmd += " --insecure";
+    }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
