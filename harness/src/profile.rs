@@ -510,6 +510,32 @@ mod tests {
         }
     }
 
+    /// A cluster taking one key for everything gets the run's operator key, and none at all in
+    /// a run without keys.
+    #[test]
+    fn the_varpulis_profile_gets_the_operator_key_or_none() {
+        let text = include_str!("../../profiles/varpulis-0.3.0.toml");
+        let profile = Profile::parse(text, "varpulis-0.3.0.toml").unwrap();
+        let url = |n: u32| format!("http://127.0.0.1:{}", 9100 + n);
+        let a = Addressing {
+            listen: "127.0.0.1:7000".into(),
+            coordinator_url: &url,
+            mqtt_url: "mqtt://127.0.0.1:1883".into(),
+            data_dir: "/data".into(),
+            advertise: None,
+        };
+        for node in [NodeName::Coordinator(1), NodeName::Worker(1)] {
+            let (argv, _) = profile.render(&spec(), node, &a).unwrap();
+            let at = argv
+                .iter()
+                .position(|x| x == "--api-key")
+                .expect("--api-key");
+            assert_eq!(argv[at + 1], "k", "{node}");
+            let (argv, _) = profile.render(&spec().with_keys(true), node, &a).unwrap();
+            assert!(!argv.iter().any(|x| x == "--api-key"), "{node}: {argv:?}");
+        }
+    }
+
     #[test]
     fn unknown_keys_are_reported_not_fatal_and_bad_templates_name_the_placeholder() {
         let text = format!("future_thing = 1\n{REFERENCE}\npartitions = true\n");
