@@ -45,8 +45,25 @@ struct CoordinatorArgs {
     election_min_ms: u64,
     #[arg(long, default_value_t = 3000)]
     election_max_ms: u64,
-    /// Shared secret for mutating routes and Raft RPCs.
-    #[arg(long, env = "CLUSTER_API_KEY", hide_env_values = true)]
+    /// Key of the Raft RPCs and the coordinators' internal routes (the same on every coordinator).
+    #[arg(long, env = "VARPULIS_PEER_KEY", hide_env_values = true)]
+    peer_key: Option<String>,
+    /// Key of the mutating cluster API; also admitted on every protected read.
+    #[arg(long, env = "VARPULIS_OPERATOR_KEY", hide_env_values = true)]
+    operator_key: Option<String>,
+    /// Optional key admitted on the protected reads only (GETs other than /health, /ready,
+    /// /metrics and /cluster).
+    #[arg(long, env = "VARPULIS_READ_KEY", hide_env_values = true)]
+    read_key: Option<String>,
+    /// Secret the workers' tokens are derived from (`cluster::auth::worker_token`).
+    #[arg(long, env = "VARPULIS_WORKER_SECRET", hide_env_values = true)]
+    worker_secret: Option<String>,
+    /// Run without any key: every route open to anyone who reaches the port. Without it, a
+    /// coordinator missing --peer-key, --operator-key or --worker-secret refuses to start.
+    #[arg(long)]
+    insecure: bool,
+    /// Removed: refused with the names of the flags that replace it.
+    #[arg(long, hide = true)]
     api_key: Option<String>,
     /// Snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]
@@ -82,8 +99,12 @@ struct WorkerArgs {
     /// Coordinator base URLs, home first: `http://h:p,http://h:p,...`.
     #[arg(long)]
     coordinators: String,
-    /// Shared secret for registration and the WebSocket link.
-    #[arg(long, env = "CLUSTER_API_KEY", hide_env_values = true)]
+    /// This worker's token, `worker_token(worker secret, worker id)`: presented to the
+    /// coordinators (`x-api-key`, with `x-worker-id`) on registration, heartbeats and the link.
+    #[arg(long, env = "VARPULIS_WORKER_TOKEN")]
+    worker_token: Option<String>,
+    /// Removed: refused with the name of the flag that replaces it.
+    #[arg(long, hide = true)]
     api_key: Option<String>,
     /// The MQTT broker pipelines read from and write to.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
@@ -147,6 +168,9 @@ fn main() -> ExitCode {
 }
 
 async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    if args.api_key.is_some() {
+        return Err(coordinator::ConfigError::ApiKeyReplaced.into());
+    }
     let heartbeat_interval_ms = args.heartbeat_interval_ms.unwrap_or(args.ping_dead_ms / 3);
     let config = CoordinatorConfig {
         node_id: args.node_id,
@@ -155,7 +179,13 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         heartbeat_ms: args.heartbeat_ms,
         election_min_ms: args.election_min_ms,
         election_max_ms: args.election_max_ms,
-        api_key: args.api_key,
+        keys: cluster::auth::KeyConfig {
+            peer_key: args.peer_key,
+            operator_key: args.operator_key,
+            read_key: args.read_key,
+            worker_secret: args.worker_secret,
+            insecure: args.insecure,
+        },
         snapshot_logs: args.snapshot_logs,
         detector: coordinator::DetectorConfig {
             grace: Duration::from_millis(args.grace_ms),
@@ -178,6 +208,9 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    if args.api_key.is_some() {
+        anyhow::bail!("--api-key was replaced by --worker-token (worker_token(worker secret, worker id)); see README.md, 'Security'");
+    }
     let authority = args
         .mqtt_url
         .strip_prefix("mqtt://")
@@ -201,7 +234,7 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             .map(|s| s.trim().trim_end_matches('/').to_string())
             .filter(|s| !s.is_empty())
             .collect(),
-        api_key: args.api_key,
+        worker_token: args.worker_token,
         mqtt_host: host,
         mqtt_port: port,
         max_pipelines: args.max_pipelines,

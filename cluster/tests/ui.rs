@@ -138,7 +138,8 @@ async fn t10_cluster_page_shows_the_leader_and_follows_a_leader_kill() {
 
     // Served by a follower (followers serve the page too), which survives the leader's kill.
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
-    let url = format!("{}/cluster", c.url(follower));
+    // The read key in the fragment: the page keeps it in sessionStorage and sends it on each read.
+    let url = format!("{}/cluster#key={}", c.url(follower), common::READ_KEY);
     let opened = Instant::now();
     let mut browser = Browser::open(&url).await;
     until(

@@ -112,6 +112,11 @@ pub struct RunArgs {
     /// The CI gate file (e.g. reports/baseline.toml): applied to the run when it ends.
     #[arg(long, value_name = "FILE")]
     pub gate: Option<PathBuf>,
+    /// Run the cluster without keys (its coordinators get `--insecure`: every route open). By
+    /// default each run makes fresh random keys: a peer key, an operator key (the harness's own
+    /// calls) and a worker secret (each worker gets its own token).
+    #[arg(long)]
+    pub insecure: bool,
     #[command(flatten)]
     pub cluster: crate::topology::ClusterArgs,
 }
@@ -275,9 +280,13 @@ pub async fn run(args: RunArgs) -> u8 {
             ping_dead_ms: args.ping_dead_ms,
             ..DetectorTimings::SEED
         },
-        api_key: Some(format!("harness-{seed:x}")),
+        api_key: None,
+        peer_key: None,
+        worker_secret: None,
+        insecure: false,
         mqtt_url: args.cluster.mqtt_url.clone(),
-    };
+    }
+    .with_keys(args.insecure);
     let caps = Capabilities {
         backend: backend_name,
         coordinators: spec.coordinators,
@@ -411,6 +420,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if let Some(ms) = args.nemesis_ms {
         cmd += &format!(" --nemesis-ms {ms}");
     }
+    if args.insecure {
+        cmd += " --insecure";
+    }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
@@ -533,6 +545,11 @@ async fn run_with<B: Backend>(
             broker: Some(crate::backend::broker::describe(
                 backend.spec().mqtt_url.as_ref(),
             )),
+            security: Some(if backend.spec().insecure {
+                "insecure: no keys (--insecure), every route open".into()
+            } else {
+                "keys per role: random peer key, operator key and worker secret, one token per worker".into()
+            }),
         },
         trials: vec![],
         interrupted: false,

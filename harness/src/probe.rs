@@ -111,7 +111,7 @@ impl Probe {
 
     pub async fn get<T: DeserializeOwned>(&self, url: String) -> anyhow::Result<T> {
         let mut request = self.client.get(&url);
-        // The reference cluster serves reads without a key; others (Varpulis) protect them.
+        // Reads other than /health, /ready and /metrics need the read or operator key.
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
@@ -126,12 +126,11 @@ impl Probe {
 
     /// GET `url` and require a 2xx answer, whatever its body (a profile's readiness probe).
     pub async fn get_ok(&self, url: &str) -> anyhow::Result<()> {
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
+        let mut request = self.client.get(url);
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request.send().await.with_context(|| format!("GET {url}"))?;
         let status = response.status();
         if !status.is_success() {
             bail!("GET {url}: {status}");

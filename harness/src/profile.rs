@@ -381,6 +381,19 @@ fn values(
     }
     if let Some(key) = &spec.api_key {
         v.insert("api_key", key.clone());
+        v.insert("operator_key", key.clone());
+    }
+    if let Some(key) = &spec.peer_key {
+        v.insert("peer_key", key.clone());
+    }
+    if let Some(secret) = &spec.worker_secret {
+        v.insert("worker_secret", secret.clone());
+    }
+    if let Some(token) = spec.worker_token(node) {
+        v.insert("worker_token", token);
+    }
+    if spec.insecure {
+        v.insert("insecure_flag", "--insecure".to_string());
     }
     if let Some(adv) = &a.advertise {
         v.insert("advertise", adv.clone());
@@ -457,6 +470,9 @@ mod tests {
             raft: RaftTimings::SEED,
             detector: DetectorTimings::SEED,
             api_key: Some("k".into()),
+            peer_key: Some("p".into()),
+            worker_secret: Some("s".into()),
+            insecure: false,
             mqtt_url: None,
             pipelines: 3,
         }
@@ -481,14 +497,42 @@ mod tests {
                 data_dir: "/data".into(),
                 advertise: advertise.clone(),
             };
-            let s = spec();
-            for node in s.nodes() {
-                let (argv, env) = profile.render(&s, node, &a).unwrap();
-                assert_eq!(argv, node_args(&s, node, &a), "{node}");
-                if node != NodeName::Broker {
-                    assert_eq!(env, [("CLUSTER_API_KEY".to_string(), "k".to_string())]);
+            for s in [spec(), spec().with_keys(true)] {
+                for node in s.nodes() {
+                    let (argv, mut env) = profile.render(&s, node, &a).unwrap();
+                    assert_eq!(argv, node_args(&s, node, &a), "{node}");
+                    env.sort();
+                    let mut want = s.node_env(node);
+                    want.sort();
+                    assert_eq!(env, want, "{node}");
                 }
             }
+        }
+    }
+
+    /// A cluster taking one key for everything gets the run's operator key, and none at all in
+    /// a run without keys.
+    #[test]
+    fn the_varpulis_profile_gets_the_operator_key_or_none() {
+        let text = include_str!("../../profiles/varpulis-0.3.0.toml");
+        let profile = Profile::parse(text, "varpulis-0.3.0.toml").unwrap();
+        let url = |n: u32| format!("http://127.0.0.1:{}", 9100 + n);
+        let a = Addressing {
+            listen: "127.0.0.1:7000".into(),
+            coordinator_url: &url,
+            mqtt_url: "mqtt://127.0.0.1:1883".into(),
+            data_dir: "/data".into(),
+            advertise: None,
+        };
+        for node in [NodeName::Coordinator(1), NodeName::Worker(1)] {
+            let (argv, _) = profile.render(&spec(), node, &a).unwrap();
+            let at = argv
+                .iter()
+                .position(|x| x == "--api-key")
+                .expect("--api-key");
+            assert_eq!(argv[at + 1], "k", "{node}");
+            let (argv, _) = profile.render(&spec().with_keys(true), node, &a).unwrap();
+            assert!(!argv.iter().any(|x| x == "--api-key"), "{node}: {argv:?}");
         }
     }
 

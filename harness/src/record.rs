@@ -54,6 +54,9 @@ pub struct RunSettings {
     /// Which MQTT broker carried the events (absent in runs recorded before it was noted).
     #[serde(default)]
     pub broker: Option<String>,
+    /// How the cluster was secured (absent in runs recorded before it was noted).
+    #[serde(default)]
+    pub security: Option<String>,
     /// Filter pipelines of the workload (`--pipelines`).
     #[serde(default = "seed_pipelines")]
     pub pipelines: u32,
@@ -232,6 +235,7 @@ impl RunSettings {
             harness_version: env!("CARGO_PKG_VERSION").into(),
             drain_quiet_ms,
             broker: None,
+            security: None,
             pipelines: crate::topology::SEED_PIPELINES,
             profile: None,
             fallbacks: vec![],

@@ -126,6 +126,8 @@ fn t10_coordinator_failover_repeats_and_reports() {
         results.contains("| coordinator-failover.election_ms | event log | ≤ 1 ms | 3 |"),
         "{results}"
     );
+    // The run had keys, and says so; no key is ever written to a report.
+    assert!(results.contains("**Security**: keys per role"), "{results}");
     for node in 1..=3 {
         assert!(latest
             .join(format!("logs/coordinator-{node}.log"))

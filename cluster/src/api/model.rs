@@ -14,6 +14,10 @@ pub struct ApiError {
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
+    /// `"keys"` (every protected route checks its role's key) or `"insecure"` (started with
+    /// `--insecure`: every route open). Absent from clusters that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<String>,
     /// healthy | degraded | no_workers | critical
     pub status: String,
     pub role: String,
@@ -200,6 +204,44 @@ pub struct Connector {
     pub connector_type: String,
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a redacted secret reads as in every response.
+pub const REDACTED: &str = "***";
+
+impl Connector {
+    /// This connector as answers show it: the value of every parameter whose name looks like a
+    /// secret (contains `password`, `secret`, `token` or `key`, any case; nested objects
+    /// included) replaced by [`REDACTED`].
+    pub fn redacted(&self) -> Connector {
+        Connector {
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), redact(k, v)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+fn redact(name: &str, value: &serde_json::Value) -> serde_json::Value {
+    let lower = name.to_ascii_lowercase();
+    if ["password", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        return serde_json::Value::String(REDACTED.into());
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), redact(k, v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(|v| redact("", v)).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// `GET /api/v1/cluster/connectors`.

@@ -139,7 +139,7 @@ impl Coordinator {
             .http
             .get(format!("{url}{PATH_PEERS}"))
             .timeout(PROBE_TIMEOUT);
-        if let Some(key) = self.api_key.value() {
+        if let Some(key) = self.keys.peer_key() {
             request = request.header(crate::auth::API_KEY_HEADER, key);
         }
         let response = request.send().await.ok()?;

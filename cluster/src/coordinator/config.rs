@@ -17,7 +17,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    pub api_key: Option<String>,
+    /// The keys per role, or `--insecure`.
+    pub keys: crate::auth::KeyConfig,
     /// Build a snapshot (and purge the log) after this many entries.
     pub snapshot_logs: u64,
     /// Failure-detection timings.
@@ -48,6 +49,10 @@ pub enum ConfigError {
     BadLease(String),
     #[error("--peers differs between nodes: {0}; every node must be given the same --peers")]
     PeersMismatch(String),
+    #[error("{0}")]
+    Keys(String),
+    #[error("--api-key was replaced by per-role keys: --peer-key, --operator-key, --read-key and --worker-secret (workers: --worker-token); see README.md, 'Security'")]
+    ApiKeyReplaced,
 }
 
 /// Parse `--peers`: either `ID=URL,ID=URL,...` or plain `URL,URL,...` (node ids 1, 2, 3 in order).
@@ -92,6 +97,9 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> 
 impl CoordinatorConfig {
     /// Check the settings against each other and the address actually bound.
     pub fn validate(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if let Some(problem) = self.keys.problem() {
+            return Err(ConfigError::Keys(problem));
+        }
         if !(0 < self.heartbeat_ms
             && self.heartbeat_ms < self.election_min_ms
             && self.election_min_ms < self.election_max_ms)
@@ -202,7 +210,10 @@ mod tests {
             heartbeat_ms: 50,
             election_min_ms: 150,
             election_max_ms: 300,
-            api_key: None,
+            keys: crate::auth::KeyConfig {
+                insecure: true,
+                ..Default::default()
+            },
             snapshot_logs: 100,
             detector: crate::coordinator::DetectorConfig {
                 grace: Duration::from_millis(1000),

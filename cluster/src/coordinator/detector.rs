@@ -261,7 +261,7 @@ impl Coordinator {
                         from: self.node_id,
                         workers,
                     });
-                if let Some(key) = self.api_key.value() {
+                if let Some(key) = self.keys.peer_key() {
                     request = request.header(crate::auth::API_KEY_HEADER, key);
                 }
                 if let Err(e) = request.send().await {

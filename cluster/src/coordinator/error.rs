@@ -32,8 +32,13 @@ impl AppError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong API key",
+            "missing or unknown credential (x-api-key or Authorization: Bearer)",
         )
+    }
+
+    /// A valid credential of a role the route does not admit, or a worker speaking for another.
+    pub fn forbidden(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", error)
     }
 
     pub fn not_leader(detail: impl Into<String>) -> Self {

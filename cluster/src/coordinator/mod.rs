@@ -23,9 +23,10 @@ use tokio::net::TcpListener;
 pub use config::{parse_peers, ConfigError, CoordinatorConfig};
 pub use detector::DetectorConfig;
 pub use error::AppError;
+pub use routes::{Route, ROUTES};
 
 use crate::api::model::{ClusterEventKind, RaftRole};
-use crate::auth::ApiKey;
+use crate::auth::Keys;
 use crate::events::EventLog;
 use crate::raft::network::HttpNetwork;
 use crate::raft::store::{CommitIndex, SharedState};
@@ -56,7 +57,7 @@ pub struct Coordinator {
     pub commit_index: CommitIndex,
     pub events: Arc<EventLog>,
     pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
-    pub api_key: ApiKey,
+    pub keys: Keys,
     pub detector: DetectorConfig,
     /// Every voter, from `--peers`.
     pub peers: std::collections::BTreeMap<NodeId, String>,
@@ -97,7 +98,8 @@ pub async fn run(
     let commit_index = log_store.commit_index();
     let state = sm_store.shared();
     let raft_config = Arc::new(config.raft_config()?);
-    let network = HttpNetwork::new(config.api_key.clone(), metrics.clone())?;
+    let keys = config.keys.keys();
+    let network = HttpNetwork::new(keys.peer_key().map(str::to_string), metrics.clone())?;
     let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store)
         .await
         .context("start Raft")?;
@@ -115,7 +117,7 @@ pub async fn run(
         commit_index,
         events: events.clone(),
         metrics: metrics.clone(),
-        api_key: ApiKey::new(config.api_key.clone()),
+        keys,
         detector: config.detector,
         peers: config.peers.clone(),
         rejoining: std::sync::atomic::AtomicBool::new(false),
@@ -369,7 +371,7 @@ impl Coordinator {
             .post(format!("{leader_url}{PATH_FORWARD}"))
             .timeout(remaining.max(Duration::from_millis(1)))
             .json(proposal);
-        if let Some(key) = self.api_key.value() {
+        if let Some(key) = self.keys.peer_key() {
             request = request.header(crate::auth::API_KEY_HEADER, key);
         }
         let response = request.send().await?;

@@ -6,13 +6,14 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
 use serde::Deserialize;
 
+use super::bootstrap::PATH_PEERS;
 use super::detector::AliveReport;
 use super::error::{ApiJson, ApiQuery};
 use super::{groups, role_of, workers, AppError, Coordinator, PATH_ALIVE, PATH_FORWARD};
@@ -21,83 +22,170 @@ use crate::api::model::{
     Connector, ConnectorList, CoordinatorList, CoordinatorStatus, EventsPage, Health, RaftMetrics,
     WorkerCounts,
 };
-use crate::auth::ApiKey;
+use crate::auth::{Denied, Role};
 use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 use crate::raft::{Command, CommandResult, Proposal, TypeConfig};
 
-/// Largest API request body. Pipeline groups are a few KiB; anything near this is a mistake.
+/// Largest API request body: a pipeline group with its VPL is a few KiB; 1 MiB leaves room for
+/// a group of many pipelines and refuses anything that can only be a mistake or an attack.
 const API_BODY_LIMIT: usize = 1 << 20;
 /// Largest Raft RPC body: a batch of entries or a snapshot chunk (openraft's default chunk is 3 MiB).
 const RAFT_BODY_LIMIT: usize = 64 << 20;
+/// Longest a request may take, body read included (a slow sender is cut off): above the longest
+/// legitimate wait (a write waits at most twice the election timeout for a leader; a snapshot
+/// install of a few MiB), far below a stuck connection's lifetime.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Shared = Arc<Coordinator>;
 
+/// One route of the coordinator: method, path and the role allowed to call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub role: Role,
+}
+
+const fn route(method: &'static str, path: &'static str, role: Role) -> Route {
+    Route { method, path, role }
+}
+
+/// Every route the coordinator serves. The router is built from this table alone (a handler
+/// not listed here is never reached), and `tests/security.rs` tries each one with every
+/// credential, so a new route cannot go unchecked.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/health", Role::Public),
+    route("GET", "/ready", Role::Public),
+    route("GET", "/metrics", Role::Public),
+    route("GET", "/cluster", Role::Public),
+    route("GET", "/raft/metrics", Role::Read),
+    route("GET", "/api/v1/cluster/coordinators", Role::Read),
+    route("GET", "/api/v1/cluster/events", Role::Read),
+    route("GET", "/api/v1/cluster/connectors", Role::Read),
+    route("GET", "/api/v1/cluster/pipeline-groups", Role::Read),
+    route("GET", "/api/v1/cluster/pipeline-groups/{id}", Role::Read),
+    route("GET", "/api/v1/cluster/topology", Role::Read),
+    route("GET", "/api/v1/cluster/migrations", Role::Read),
+    route("GET", "/api/v1/cluster/workers", Role::Read),
+    route("GET", "/api/v1/cluster/workers/{id}", Role::Read),
+    route("POST", "/api/v1/cluster/connectors", Role::Operator),
+    route("POST", "/api/v1/cluster/pipeline-groups", Role::Operator),
+    route(
+        "DELETE",
+        "/api/v1/cluster/pipeline-groups/{id}",
+        Role::Operator,
+    ),
+    route(
+        "POST",
+        "/api/v1/cluster/pipelines/{group}/{pipeline}/migrate",
+        Role::Operator,
+    ),
+    route("DELETE", "/api/v1/cluster/workers/{id}", Role::Operator),
+    route("POST", "/api/v1/cluster/workers/{id}/drain", Role::Operator),
+    route("POST", "/api/v1/cluster/workers/register", Role::Worker),
+    route(
+        "POST",
+        "/api/v1/cluster/workers/{id}/heartbeat",
+        Role::Worker,
+    ),
+    route("GET", "/api/v1/cluster/ws", Role::Worker),
+    route("POST", PATH_APPEND, Role::Peer),
+    route("POST", PATH_VOTE, Role::Peer),
+    route("POST", PATH_SNAPSHOT, Role::Peer),
+    route("POST", PATH_FORWARD, Role::Peer),
+    route("POST", PATH_ALIVE, Role::Peer),
+    route("GET", PATH_PEERS, Role::Peer),
+];
+
+/// The handler of one listed route.
+fn handler(route: &Route) -> MethodRouter<Shared> {
+    match (route.method, route.path) {
+        ("GET", "/health") => get(health),
+        ("GET", "/ready") => get(ready),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/cluster") => get(crate::ui::page),
+        ("GET", "/raft/metrics") => get(raft_metrics),
+        ("GET", "/api/v1/cluster/coordinators") => get(coordinators),
+        ("GET", "/api/v1/cluster/events") => get(events),
+        ("GET", "/api/v1/cluster/connectors") => get(list_connectors),
+        ("GET", "/api/v1/cluster/pipeline-groups") => get(groups::list),
+        ("GET", "/api/v1/cluster/pipeline-groups/{id}") => get(groups::get_one),
+        ("GET", "/api/v1/cluster/topology") => get(groups::topology),
+        ("GET", "/api/v1/cluster/migrations") => get(groups::migrations),
+        ("GET", "/api/v1/cluster/workers") => get(workers::list),
+        ("GET", "/api/v1/cluster/workers/{id}") => get(workers::get_one),
+        ("POST", "/api/v1/cluster/connectors") => post(put_connector),
+        ("POST", "/api/v1/cluster/pipeline-groups") => post(groups::deploy),
+        ("DELETE", "/api/v1/cluster/pipeline-groups/{id}") => delete(groups::remove),
+        ("POST", "/api/v1/cluster/pipelines/{group}/{pipeline}/migrate") => post(groups::migrate),
+        ("DELETE", "/api/v1/cluster/workers/{id}") => delete(workers::remove),
+        ("POST", "/api/v1/cluster/workers/{id}/drain") => post(workers::drain),
+        ("POST", "/api/v1/cluster/workers/register") => post(workers::register),
+        ("POST", "/api/v1/cluster/workers/{id}/heartbeat") => post(workers::rest_heartbeat),
+        ("GET", "/api/v1/cluster/ws") => get(workers::ws),
+        ("POST", PATH_APPEND) => post(raft_append),
+        ("POST", PATH_VOTE) => post(raft_vote),
+        ("POST", PATH_SNAPSHOT) => post(raft_snapshot),
+        ("POST", PATH_FORWARD) => post(raft_forward),
+        ("POST", PATH_ALIVE) => post(raft_alive),
+        ("GET", PATH_PEERS) => get(raft_peers),
+        (method, path) => unreachable!("ROUTES lists {method} {path} without a handler"),
+    }
+}
+
 pub fn router(coordinator: Shared) -> Router {
-    let raft_rpc = Router::new()
-        .route(PATH_APPEND, post(raft_append))
-        .route(PATH_VOTE, post(raft_vote))
-        .route(PATH_SNAPSHOT, post(raft_snapshot))
-        .route(PATH_FORWARD, post(raft_forward))
-        .route(PATH_ALIVE, post(raft_alive))
-        .route(super::bootstrap::PATH_PEERS, get(raft_peers))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
-        .route_layer(middleware::from_fn_with_state(
-            coordinator.clone(),
-            require_key,
-        ));
-    let mutating = Router::new()
-        .route("/api/v1/cluster/connectors", post(put_connector))
-        .route("/api/v1/cluster/pipeline-groups", post(groups::deploy))
-        .route(
-            "/api/v1/cluster/pipeline-groups/{id}",
-            delete(groups::remove),
-        )
-        .route(
-            "/api/v1/cluster/pipelines/{group}/{pipeline}/migrate",
-            post(groups::migrate),
-        )
-        .route("/api/v1/cluster/workers/{id}", delete(workers::remove))
-        .route("/api/v1/cluster/workers/{id}/drain", post(workers::drain))
-        .route_layer(middleware::from_fn_with_state(
-            coordinator.clone(),
-            require_key,
-        ));
-    let reads = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/raft/metrics", get(raft_metrics))
-        .route("/cluster", get(crate::ui::page))
-        .route("/api/v1/cluster/coordinators", get(coordinators))
-        .route("/api/v1/cluster/events", get(events))
-        .route("/api/v1/cluster/connectors", get(list_connectors))
-        .route("/api/v1/cluster/pipeline-groups", get(groups::list))
-        .route("/api/v1/cluster/pipeline-groups/{id}", get(groups::get_one))
-        .route("/api/v1/cluster/topology", get(groups::topology))
-        .route("/api/v1/cluster/migrations", get(groups::migrations))
-        .route("/api/v1/cluster/workers", get(workers::list))
-        .route("/api/v1/cluster/workers/{id}", get(workers::get_one))
-        // Registration, REST heartbeats and the WebSocket check the key themselves (it may
-        // come in the body or the Identify frame).
-        .route("/api/v1/cluster/workers/register", post(workers::register))
-        .route(
-            "/api/v1/cluster/workers/{id}/heartbeat",
-            post(workers::rest_heartbeat),
-        )
-        .route("/api/v1/cluster/ws", get(workers::ws));
-    Router::new()
-        .merge(reads)
-        .merge(mutating.layer(DefaultBodyLimit::max(API_BODY_LIMIT)))
-        .merge(raft_rpc)
+    let mut router = Router::new();
+    for r in ROUTES {
+        let limit = if r.role == Role::Peer {
+            RAFT_BODY_LIMIT
+        } else {
+            API_BODY_LIMIT
+        };
+        let method_router = handler(r).layer(DefaultBodyLimit::max(limit)).route_layer(
+            middleware::from_fn_with_state((coordinator.clone(), r.role), authorize),
+        );
+        router = router.route(r.path, method_router);
+    }
+    router
         .fallback(not_found)
+        .layer(middleware::from_fn(deadline))
         .with_state(coordinator)
 }
 
-async fn require_key(State(c): State<Shared>, request: Request, next: Next) -> Response {
-    if c.api_key.allows(ApiKey::presented(request.headers())) {
-        next.run(request).await
-    } else {
-        AppError::unauthorized().into_response()
+/// Admit the request if its credential fits the route's role; the caller goes into the
+/// request's extensions (the worker routes check the id it speaks for).
+async fn authorize(
+    State((c, role)): State<(Shared, Role)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match c.keys.check(role, request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(Denied::Unauthorized) => AppError::unauthorized().into_response(),
+        Err(Denied::Forbidden) => AppError::forbidden(format!(
+            "this route needs the {} role's credential",
+            role.name()
+        ))
+        .into_response(),
+    }
+}
+
+/// Bound every request, its body's reading included.
+async fn deadline(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request did not complete within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
     }
 }
 
@@ -138,6 +226,7 @@ async fn health(State(c): State<Shared>) -> Json<Health> {
         "healthy"
     };
     Json(Health {
+        security: Some(c.keys.mode().into()),
         status: status.into(),
         role: "coordinator".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -207,9 +296,14 @@ async fn coordinators(State(c): State<Shared>) -> Json<CoordinatorList> {
                 };
             }
             let answer = async {
-                c.http
+                let mut request = c
+                    .http
                     .get(format!("{}/raft/metrics", url.trim_end_matches('/')))
-                    .timeout(PEER_STATUS_TIMEOUT)
+                    .timeout(PEER_STATUS_TIMEOUT);
+                if let Some(key) = c.keys.operator_key() {
+                    request = request.header(crate::auth::API_KEY_HEADER, key);
+                }
+                request
                     .send()
                     .await?
                     .error_for_status()?
@@ -337,13 +431,17 @@ async fn put_connector(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(connector)))
+    Ok((status, Json(connector.redacted())))
 }
 
 async fn list_connectors(State(c): State<Shared>) -> Json<ConnectorList> {
-    let connectors: Vec<Connector> = c
-        .state
-        .read(|a| a.state.connectors.values().cloned().collect());
+    let connectors: Vec<Connector> = c.state.read(|a| {
+        a.state
+            .connectors
+            .values()
+            .map(Connector::redacted)
+            .collect()
+    });
     Json(ConnectorList {
         total: connectors.len() as u64,
         connectors,

@@ -6,16 +6,16 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 
 use super::error::ApiJson;
 use super::{AppError, Coordinator};
 use crate::api::model::{
     HeartbeatBody, RegisterWorker, WorkerInfo, WorkerList, WorkerStatus, WsMessage,
 };
-use crate::auth::ApiKey;
+use crate::auth::Caller;
 use crate::metrics::DetectionLayer;
 use crate::raft::Command;
 
@@ -24,20 +24,27 @@ type Shared = Arc<Coordinator>;
 /// How long a new WebSocket may take to send `Identify`.
 const IDENTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn check_key(c: &Coordinator, headers: &HeaderMap, body_key: Option<&str>) -> Result<(), AppError> {
-    if c.api_key.allows(body_key.or(ApiKey::presented(headers))) {
-        Ok(())
-    } else {
-        Err(AppError::unauthorized())
+/// Largest frame or message a worker sends a coordinator: `Identify` and `Heartbeat` (its
+/// per-pipeline counters: about 150 bytes for each of at most a few hundred pipelines). 256 KiB
+/// is ten times a worker of 100 pipelines' heartbeat; axum's default (64 MiB) invited abuse.
+const WS_MESSAGE_LIMIT: usize = 256 << 10;
+
+/// A worker speaks only for its own id: the id its token is bound to must be the one it names.
+fn speaks_for(caller: &Caller, worker_id: &str) -> Result<(), AppError> {
+    match caller {
+        Caller::Worker(own) if own != worker_id => Err(AppError::forbidden(format!(
+            "the token of worker '{own}' cannot speak for worker '{worker_id}'"
+        ))),
+        _ => Ok(()),
     }
 }
 
 pub async fn register(
     State(c): State<Shared>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<RegisterWorker>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    check_key(&c, &headers, body.api_key.as_deref())?;
+    speaks_for(&caller, &body.worker_id)?;
     if !crate::api::model::is_valid_id(&body.worker_id) {
         return Err(AppError::bad_request(
             "invalid_worker_id",
@@ -67,10 +74,10 @@ pub async fn register(
 pub async fn rest_heartbeat(
     State(c): State<Shared>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    check_key(&c, &headers, None)?;
+    speaks_for(&caller, &id)?;
     if !c.state.read(|a| a.state.workers.contains_key(&id)) {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,
@@ -185,8 +192,17 @@ pub fn worker_infos(c: &Coordinator) -> Vec<WorkerInfo> {
     })
 }
 
-pub async fn ws(State(c): State<Shared>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| link(c, socket))
+/// The worker link. The route's credential check ran before this handler, so a request without
+/// a worker token never upgrades; `Identify` must then name the token's own worker.
+pub async fn ws(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(WS_MESSAGE_LIMIT)
+        .max_frame_size(WS_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| link(c, caller, socket))
 }
 
 async fn send(socket: &mut WebSocket, message: &WsMessage) -> bool {
@@ -197,18 +213,13 @@ async fn send(socket: &mut WebSocket, message: &WsMessage) -> bool {
 }
 
 /// One worker's WebSocket link, from Identify to close.
-async fn link(c: Shared, mut socket: WebSocket) {
+async fn link(c: Shared, caller: Caller, mut socket: WebSocket) {
     let worker_id = match tokio::time::timeout(IDENTIFY_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<WsMessage>(&text) {
-            Ok(WsMessage::Identify { worker_id, api_key }) => {
-                if !c.api_key.allows(api_key.as_deref()) {
-                    send(
-                        &mut socket,
-                        &WsMessage::Error {
-                            message: "unauthorized: missing or wrong API key".into(),
-                        },
-                    )
-                    .await;
+            Ok(WsMessage::Identify { worker_id, .. }) => {
+                if let Err(e) = speaks_for(&caller, &worker_id) {
+                    let message = format!("forbidden: {}", e.body.error);
+                    send(&mut socket, &WsMessage::Error { message }).await;
                     return;
                 }
                 if !c.knows_worker_soon(&worker_id).await {

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::api::model::{
     Assignment, Capacity, HeartbeatBody, PipelineMetric, RegisterWorker, WsMessage,
 };
-use crate::auth::API_KEY_HEADER;
+use crate::auth::{API_KEY_HEADER, WORKER_ID_HEADER};
 use crate::pipeline::runtime::{self, PipelineSpec, RunningPipeline};
 use crate::pipeline::vpl;
 
@@ -53,7 +53,8 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Coordinator base URLs, home first.
     pub coordinators: Vec<String>,
-    pub api_key: Option<String>,
+    /// This worker's token (`--worker-token`); none against an insecure cluster.
+    pub worker_token: Option<String>,
     /// The address reported at registration.
     pub advertise: String,
     pub mqtt_host: String,
@@ -152,6 +153,7 @@ async fn health(State(w): State<Arc<Worker>>) -> Json<serde_json::Value> {
         "status": "healthy",
         "role": "worker",
         "worker_id": w.config.worker_id,
+        "security": if w.config.worker_token.is_some() { "keys" } else { "insecure" },
         "linked_to": linked,
         "lease_ms_left": w.lease.remaining().as_millis() as u64,
         "pipelines": metrics,
@@ -192,6 +194,16 @@ impl Worker {
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `request` with this worker's credential: its token in `x-api-key`, its id in `x-worker-id`.
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.config.worker_token {
+            Some(token) => request
+                .header(API_KEY_HEADER, token)
+                .header(WORKER_ID_HEADER, &self.config.worker_id),
+            None => request,
+        }
+    }
+
     async fn heartbeat_body(&self) -> HeartbeatBody {
         let pipeline_metrics: Vec<PipelineMetric> =
             self.lock().iter().map(|(id, r)| metric(id, r)).collect();
@@ -207,7 +219,7 @@ impl Worker {
         let body = RegisterWorker {
             worker_id: self.config.worker_id.clone(),
             address: self.config.advertise.clone(),
-            api_key: self.config.api_key.clone(),
+            api_key: None,
             capacity: Capacity {
                 cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
                 pipelines_running: 0,
@@ -217,7 +229,7 @@ impl Worker {
         loop {
             for base in &self.config.coordinators {
                 let url = format!("{base}/api/v1/cluster/workers/register");
-                match self.http.post(&url).json(&body).send().await {
+                match self.authed(self.http.post(&url)).json(&body).send().await {
                     Ok(r) if r.status().is_success() => {
                         tracing::info!(%base, "registered");
                         return;
@@ -289,10 +301,7 @@ impl Worker {
                 "{base}/api/v1/cluster/workers/{}/heartbeat",
                 self.config.worker_id
             );
-            let mut request = self.http.post(&url).json(&body);
-            if let Some(key) = &self.config.api_key {
-                request = request.header(API_KEY_HEADER, key);
-            }
+            let request = self.authed(self.http.post(&url)).json(&body);
             if let Ok(r) = request.send().await {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
                     // The answer's assignments first, then its lease: a renewal after a lapse
@@ -318,14 +327,26 @@ impl Worker {
     /// One WebSocket session. `Ok(reason)`: it was up and ended; `Err`: it never came up.
     async fn session(&self, base: &str) -> anyhow::Result<String> {
         let url = ws_url(base);
-        let (mut ws, _) =
-            tokio::time::timeout(COORDINATOR_TIMEOUT, tokio_tungstenite::connect_async(&url))
-                .await
-                .map_err(|_| anyhow!("connect {url}: timed out"))?
-                .with_context(|| format!("connect {url}"))?;
+        let mut upgrade =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                url.as_str(),
+            )?;
+        if let Some(token) = &self.config.worker_token {
+            // The credential goes with the upgrade request: no token, no link.
+            let headers = upgrade.headers_mut();
+            headers.insert(API_KEY_HEADER, token.parse()?);
+            headers.insert(WORKER_ID_HEADER, self.config.worker_id.parse()?);
+        }
+        let (mut ws, _) = tokio::time::timeout(
+            COORDINATOR_TIMEOUT,
+            tokio_tungstenite::connect_async(upgrade),
+        )
+        .await
+        .map_err(|_| anyhow!("connect {url}: timed out"))?
+        .with_context(|| format!("connect {url}"))?;
         let identify = WsMessage::Identify {
             worker_id: self.config.worker_id.clone(),
-            api_key: self.config.api_key.clone(),
+            api_key: None,
         };
         ws.send(Message::Text(serde_json::to_string(&identify)?.into()))
             .await?;

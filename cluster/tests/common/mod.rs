@@ -19,7 +19,18 @@ pub const ELECTION_MIN_MS: u64 = 150;
 pub const ELECTION_MAX_MS: u64 = 300;
 /// Bound of every wait in these tests: many election timeouts, far below a CI time limit.
 pub const WAIT: Duration = Duration::from_secs(20);
-pub const API_KEY: &str = "test-key";
+/// The keys every test cluster runs with (see README.md, "Security").
+pub const PEER_KEY: &str = "test-peer-key";
+pub const OPERATOR_KEY: &str = "test-operator-key";
+pub const READ_KEY: &str = "test-read-key";
+pub const WORKER_SECRET: &str = "test-worker-secret";
+/// The key the tests' own API calls present: the operator's.
+pub const API_KEY: &str = OPERATOR_KEY;
+
+/// Worker `id`'s token under the tests' worker secret.
+pub fn worker_token(id: &str) -> String {
+    cluster::auth::worker_token(WORKER_SECRET, id)
+}
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -59,6 +70,15 @@ impl Cluster {
             raft: (HEARTBEAT_MS, ELECTION_MIN_MS, ELECTION_MAX_MS),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
+                // The operator key on every request (one that sets its own header overrides it).
+                .default_headers(
+                    [(
+                        reqwest::header::HeaderName::from_static("x-api-key"),
+                        reqwest::header::HeaderValue::from_static(OPERATOR_KEY),
+                    )]
+                    .into_iter()
+                    .collect(),
+                )
                 .build()
                 .expect("http client"),
         }
@@ -135,8 +155,14 @@ impl Cluster {
                 &self.raft.1.to_string(),
                 "--election-max-ms",
                 &self.raft.2.to_string(),
-                "--api-key",
-                API_KEY,
+                "--peer-key",
+                PEER_KEY,
+                "--operator-key",
+                OPERATOR_KEY,
+                "--read-key",
+                READ_KEY,
+                "--worker-secret",
+                WORKER_SECRET,
             ])
             .args(&self.extra_args)
             .stdin(Stdio::null())
@@ -262,8 +288,8 @@ impl Cluster {
             &format!("127.0.0.1:{port}"),
             "--coordinators",
             &urls.join(","),
-            "--api-key",
-            API_KEY,
+            "--worker-token",
+            &worker_token(id),
             "--mqtt-url",
             &format!("mqtt://127.0.0.1:{broker}"),
         ]

@@ -257,9 +257,12 @@ impl DockerBackend {
             "RUST_LOG={}",
             std::env::var("CLUSTER_LOG").unwrap_or_else(|_| "info,openraft=warn".into())
         )];
-        if let Some(key) = &self.spec.api_key {
-            env.push(format!("CLUSTER_API_KEY={key}"));
-        }
+        env.extend(
+            self.spec
+                .node_env(node)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(self.args(node)),

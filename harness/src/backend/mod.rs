@@ -82,9 +82,19 @@ pub struct ClusterSpec {
     pub workers: u32,
     pub raft: RaftTimings,
     pub detector: DetectorTimings,
-    /// Shared API key for mutating routes and Raft RPCs (never written to reports).
+    /// The operator key: the harness's own API calls present it; a profile whose cluster takes
+    /// one key for everything (`{api_key}`) gets this one. Never written to reports.
     #[serde(skip)]
     pub api_key: Option<String>,
+    /// The coordinators' peer key (never written to reports).
+    #[serde(skip)]
+    pub peer_key: Option<String>,
+    /// The secret each worker's token is derived from (never written to reports).
+    #[serde(skip)]
+    pub worker_secret: Option<String>,
+    /// The cluster runs without keys (`--insecure`): every route open.
+    #[serde(default)]
+    pub insecure: bool,
     /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
     #[serde(default)]
     pub mqtt_url: Option<broker::MqttUrl>,
@@ -97,7 +107,64 @@ fn seed_pipelines() -> u32 {
     crate::topology::SEED_PIPELINES
 }
 
+/// A fresh random secret (32 bytes from the OS's generator, hex): the run's keys are its own,
+/// never derived from the seed, so a replayed run does not reuse them.
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl ClusterSpec {
+    /// The keys of one run: fresh random peer key, operator key and worker secret; or none.
+    pub fn with_keys(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        if insecure {
+            (self.api_key, self.peer_key, self.worker_secret) = (None, None, None);
+        } else {
+            self.api_key = Some(random_secret());
+            self.peer_key = Some(random_secret());
+            self.worker_secret = Some(random_secret());
+        }
+        self
+    }
+
+    /// Worker `node`'s token under the run's worker secret.
+    pub fn worker_token(&self, node: NodeName) -> Option<String> {
+        match node {
+            NodeName::Worker(_) => self
+                .worker_secret
+                .as_ref()
+                .map(|s| cluster::auth::worker_token(s, &node.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The reference cluster's credentials for `node`, as environment variables (never on the
+    /// command line, where `ps` shows them): a coordinator's three keys, a worker's token.
+    pub fn node_env(&self, node: NodeName) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        match node {
+            NodeName::Coordinator(_) => {
+                for (name, value) in [
+                    ("VARPULIS_PEER_KEY", &self.peer_key),
+                    ("VARPULIS_OPERATOR_KEY", &self.api_key),
+                    ("VARPULIS_WORKER_SECRET", &self.worker_secret),
+                ] {
+                    if let Some(v) = value {
+                        env.push((name.to_string(), v.clone()));
+                    }
+                }
+            }
+            NodeName::Worker(_) => {
+                if let Some(token) = self.worker_token(node) {
+                    env.push(("VARPULIS_WORKER_TOKEN".to_string(), token));
+                }
+            }
+            NodeName::Broker => {}
+        }
+        env
+    }
+
     /// The nodes of the topology in start order: the broker (unless external), coordinators,
     /// workers.
     pub fn nodes(&self) -> Vec<NodeName> {
@@ -220,7 +287,7 @@ pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<
                 .map(|n| format!("{n}={}", (a.coordinator_url)(n)))
                 .collect();
             let (r, d) = (spec.raft, spec.detector);
-            strings(&[
+            let mut args = strings(&[
                 "coordinator",
                 "--node-id",
                 &id.to_string(),
@@ -244,7 +311,11 @@ pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<
                 &d.ping_dead_ms.to_string(),
                 "--rest-heartbeat-timeout-ms",
                 &d.rest_timeout_ms.to_string(),
-            ])
+            ]);
+            if spec.insecure {
+                args.push("--insecure".to_string());
+            }
+            args
         }
         NodeName::Worker(n) => {
             let home = home_of(n, spec.coordinators);

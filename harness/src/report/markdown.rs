@@ -70,6 +70,9 @@ pub fn results_markdown(data: &RunData) -> String {
         "Run `{}` on the **{}** backend, seed {}, started {}. Reproduce with:\n\n```\n{}\n```\n",
         data.run_id, data.backend, data.seed, data.started_at, data.command
     );
+    if let Some(security) = &data.config.security {
+        let _ = writeln!(s, "**Security**: {security}.\n");
+    }
     let _ = writeln!(s, "```\n{}```\n", results_block(data));
 
     let _ = writeln!(s, "## Results table\n");
@@ -228,6 +231,9 @@ pub fn results_markdown(data: &RunData) -> String {
     }
     if let Some(broker) = &c.broker {
         let _ = writeln!(s, "| MQTT broker | {broker} |");
+    }
+    if let Some(security) = &c.security {
+        let _ = writeln!(s, "| Security | {security} |");
     }
     let _ = writeln!(
         s,

@@ -115,6 +115,7 @@ fn run(trials: u32) -> RunData {
             harness_version: "0".into(),
             drain_quiet_ms: 250,
             broker: None,
+            security: None,
             pipelines: 3,
             profile: None,
             fallbacks: vec![],
