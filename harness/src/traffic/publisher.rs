@@ -157,6 +157,9 @@ struct State {
 
 struct Inner {
     ledger: Arc<Mutex<Ledger>>,
+    /// Every event goes to this topic instead of its pipeline's input topic (`harness bench`'s
+    /// raw broker path: a topic no pipeline reads).
+    topic: Option<String>,
     next_seq: Arc<AtomicU64>,
     state: Mutex<State>,
     /// Counts PubAcks, to wake waiters.
@@ -221,6 +224,19 @@ impl Publisher {
         ledger: Arc<Mutex<Ledger>>,
         next_seq: Arc<AtomicU64>,
     ) -> anyhow::Result<Publisher> {
+        Self::connect_to(host, port, client_id, ledger, next_seq, None).await
+    }
+
+    /// [`Publisher::connect`], publishing every event on `topic` (when given) instead of its
+    /// pipeline's input topic; the payloads are the same.
+    pub async fn connect_to(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        ledger: Arc<Mutex<Ledger>>,
+        next_seq: Arc<AtomicU64>,
+        topic: Option<String>,
+    ) -> anyhow::Result<Publisher> {
         let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_keep_alive(KEEP_ALIVE)
@@ -232,6 +248,7 @@ impl Publisher {
 
         let inner = Arc::new(Inner {
             ledger,
+            topic,
             next_seq,
             state: Mutex::new(State::default()),
             acks: watch::channel(0).0,
@@ -569,8 +586,9 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
             state.tracker.requested(Sent { seq, sent_at_us });
         }
         let payload = SensorReading::new(seq, sent_at_us).to_json();
+        let topic = inner.topic.clone().unwrap_or_else(|| input_topic(seq));
         if let Err(error) = client
-            .publish(input_topic(seq), QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
         {
             lock(&inner.state).tracker.request_failed();
