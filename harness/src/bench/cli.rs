@@ -59,9 +59,12 @@ pub struct BenchArgs {
     /// The `cluster` binary (default: built by cargo, or next to the harness).
     #[arg(long, env = "HARNESS_CLUSTER_BIN")]
     pub cluster_bin: Option<PathBuf>,
-    /// Raft timings of the coordinators (ms): heartbeat, election min, election max.
-    #[arg(long, num_args = 3, value_names = ["HEARTBEAT", "MIN", "MAX"])]
-    pub raft_ms: Option<Vec<u64>>,
+    #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
+    pub heartbeat_ms: u64,
+    #[arg(long, default_value_t = RaftTimings::SEED.election_min_ms)]
+    pub election_min_ms: u64,
+    #[arg(long, default_value_t = RaftTimings::SEED.election_max_ms)]
+    pub election_max_ms: u64,
     #[command(flatten)]
     pub cluster: crate::topology::ClusterArgs,
 }
@@ -112,8 +115,19 @@ fn reproduce(args: &BenchArgs, seed: u64) -> String {
         args.latency_bound_ms,
         args.tail_ms
     );
-    if let Some(r) = &args.raft_ms {
-        cmd += &format!(" --raft-ms {} {} {}", r[0], r[1], r[2]);
+    if (
+        args.heartbeat_ms,
+        args.election_min_ms,
+        args.election_max_ms,
+    ) != (
+        RaftTimings::SEED.heartbeat_ms,
+        RaftTimings::SEED.election_min_ms,
+        RaftTimings::SEED.election_max_ms,
+    ) {
+        cmd += &format!(
+            " --heartbeat-ms {} --election-min-ms {} --election-max-ms {}",
+            args.heartbeat_ms, args.election_min_ms, args.election_max_ms
+        );
     }
     cmd + &args.cluster.reproduce()
 }
@@ -123,22 +137,19 @@ pub async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<(Throughput, P
     if args.cluster.profile.is_some() {
         bail!("harness bench drives the reference cluster only (no --profile)");
     }
-    let raft = match args.raft_ms.as_deref() {
-        Some(&[heartbeat_ms, election_min_ms, election_max_ms]) => {
-            if !(0 < heartbeat_ms
-                && heartbeat_ms < election_min_ms
-                && election_min_ms < election_max_ms)
-            {
-                bail!("--raft-ms: 0 < heartbeat < election min < election max");
-            }
-            RaftTimings {
-                heartbeat_ms,
-                election_min_ms,
-                election_max_ms,
-            }
-        }
-        _ => RaftTimings::SEED,
+    let raft = RaftTimings {
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: args.election_min_ms,
+        election_max_ms: args.election_max_ms,
     };
+    if !(0 < raft.heartbeat_ms
+        && raft.heartbeat_ms < raft.election_min_ms
+        && raft.election_min_ms < raft.election_max_ms)
+    {
+        bail!(
+            "Raft timings must satisfy 0 < --heartbeat-ms < --election-min-ms < --election-max-ms"
+        );
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let out = args.out.clone().unwrap_or_else(|| root.join("reports"));
     let phases_dir = args

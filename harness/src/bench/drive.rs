@@ -184,7 +184,9 @@ impl PathRig {
         let from = lock(&self.ledger).rows();
         let before = sampler.snapshot()?;
         let started_us = now_us();
-        let handle = self.publisher.start_paced(target_per_s);
+        let handle = self
+            .publisher
+            .start_paced_with(target_per_s, tokio::time::MissedTickBehavior::Burst);
         // The step's length is the measurement itself, not a wait for a condition.
         tokio::time::sleep(Duration::from_millis(settings.step_ms)).await;
         let ended_us = now_us();

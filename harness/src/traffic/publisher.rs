@@ -318,13 +318,19 @@ impl Publisher {
     /// Seqs are taken one at a time from the shared counter, so the window of a burst run
     /// concurrently lies inside the paced window; the ledger accounts for both.
     pub fn start_paced(&self, rate_per_s: u32) -> TrafficHandle {
+        self.start_paced_with(rate_per_s, MissedTickBehavior::Delay)
+    }
+
+    /// [`Publisher::start_paced`] with another handling of missed ticks: `harness bench` uses
+    /// [`MissedTickBehavior::Burst`], an open-loop load that makes up the ticks a stall of the
+    /// harness cost, so the offered rate is the target unless the broker holds the publisher back.
+    pub fn start_paced_with(&self, rate_per_s: u32, missed: MissedTickBehavior) -> TrafficHandle {
         let (period, per_tick) = pacing(rate_per_s);
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(pace(
             Arc::clone(&self.inner),
             self.outbound.clone(),
-            period,
-            per_tick,
+            (period, per_tick, missed),
             stop_rx,
         ));
         TrafficHandle {
@@ -602,13 +608,12 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
 async fn pace(
     inner: Arc<Inner>,
     outbound: mpsc::Sender<u64>,
-    period: Duration,
-    per_tick: u32,
+    (period, per_tick, missed): (Duration, u32, MissedTickBehavior),
     mut stop: oneshot::Receiver<()>,
 ) -> Paced {
     let started = Instant::now();
     let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval.set_missed_tick_behavior(missed);
     let mut window: Option<Range<u64>> = None;
     'run: loop {
         tokio::select! {
