@@ -15,18 +15,29 @@ use super::ramp::{judge, StepFigures, Verdict};
 use crate::backend::{now_us, WallUs};
 use crate::history::{History, Rows};
 use crate::poll::{poll_until, Poll};
-use crate::traffic::ledger::{is_matching, OUTPUT_TOPIC};
+use crate::traffic::ledger::{is_matching, pipeline_count, OUTPUT_TOPIC};
 use crate::traffic::publisher::lock;
 use crate::traffic::{Collector, Ledger, Publisher};
 
-/// The topic of the raw broker path: no pipeline reads it.
-pub const RAW_TOPIC: &str = "bench/raw";
+/// Prefix of the raw broker path's topics (`bench/raw/1` … `bench/raw/P`, one per pipeline
+/// input topic, each with a collector of its own, as each input topic has its pipeline): no
+/// pipeline reads them.
+pub const RAW_TOPIC_PREFIX: &str = "bench/raw/";
+
+/// After a step whose events did not all arrive within the tail: the collector must see no
+/// arrival for this long before the next step starts (a backlog still draining would count
+/// against it).
+const BACKLOG_QUIET: Duration = Duration::from_millis(500);
+/// Longest wait for that quiet: a broker still delivering after this is reported by the next
+/// step's figures.
+const BACKLOG_BOUND: Duration = Duration::from_secs(30);
 
 /// Which way the events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
-    /// Publisher → broker → collector on [`RAW_TOPIC`]; every event comes back.
+    /// Publisher → broker → collectors on the [`RAW_TOPIC_PREFIX`] topics; every event comes
+    /// back.
     Broker,
     /// Publisher → broker → pipelines → broker → collector on the output topic; the events
     /// passing the filter (even seqs) come back.
@@ -128,7 +139,8 @@ pub struct PathRig {
     pub route: Route,
     ledger: Arc<Mutex<Ledger>>,
     publisher: Publisher,
-    collector: Collector,
+    /// Broker path: one per raw topic; pipeline path: one on the output topic.
+    collectors: Vec<Collector>,
 }
 
 impl PathRig {
@@ -142,33 +154,43 @@ impl PathRig {
         next_seq: Arc<AtomicU64>,
     ) -> anyhow::Result<PathRig> {
         let ledger = Arc::new(Mutex::new(Ledger::new()));
-        let (topic, publish_to) = match route {
-            Route::Broker => (RAW_TOPIC, Some(RAW_TOPIC.to_string())),
-            Route::Pipelines => (OUTPUT_TOPIC, None),
-        };
         let name = route.name();
-        let collector = Collector::start(
-            host,
-            port,
-            &format!("harness-bench-{name}-collector-{tag}"),
-            topic,
-            ledger.clone(),
-        )
-        .await?;
+        let (topics, prefix) = match route {
+            Route::Broker => (
+                (1..=pipeline_count())
+                    .map(|i| format!("{RAW_TOPIC_PREFIX}{i}"))
+                    .collect(),
+                Some(RAW_TOPIC_PREFIX.to_string()),
+            ),
+            Route::Pipelines => (vec![OUTPUT_TOPIC.to_string()], None),
+        };
+        let mut collectors = Vec::new();
+        for (i, topic) in topics.iter().enumerate() {
+            collectors.push(
+                Collector::start(
+                    host,
+                    port,
+                    &format!("harness-bench-{name}-collector-{}-{tag}", i + 1),
+                    topic,
+                    ledger.clone(),
+                )
+                .await?,
+            );
+        }
         let publisher = Publisher::connect_to(
             host,
             port,
             &format!("harness-bench-{name}-publisher-{tag}"),
             ledger.clone(),
             next_seq,
-            publish_to,
+            prefix,
         )
         .await?;
         Ok(PathRig {
             route,
             ledger,
             publisher,
-            collector,
+            collectors,
         })
     }
 
@@ -212,7 +234,12 @@ impl PathRig {
         )
         .await;
         if let Err(e) = tail {
-            tracing::info!("{e:#}");
+            // A backlog the tail did not clear would slow the next step down: wait until the
+            // collector is quiet (bounded), whatever comes is this step's.
+            for collector in &self.collectors {
+                let drained = collector.drain(BACKLOG_QUIET, BACKLOG_BOUND).await;
+                tracing::info!("{e:#}; then {drained}");
+            }
         }
         let t = self.tally(window, from, ended_us + bound_us);
         let elapsed_s = (run.elapsed_us as f64 / 1e6).max(1e-6);
@@ -261,7 +288,9 @@ impl PathRig {
 
     pub async fn stop(self) {
         self.publisher.stop().await;
-        self.collector.stop().await;
+        for collector in self.collectors {
+            collector.stop().await;
+        }
     }
 }
 
@@ -349,7 +378,7 @@ mod tests {
         ledger.published(15, 15_000, None);
         let arrive = |ledger: &mut Ledger, seq: u64, at: u64| {
             ledger.arrived(
-                RAW_TOPIC,
+                "bench/raw/1",
                 at,
                 &SensorReading::new(seq, seq * 1000).to_json(),
             )

@@ -123,10 +123,11 @@ impl Throughput {
              unacked publishes, rumqttc) paces the target rate for {} ms (events handed out per \
              ms tick above 1000/s); offered = events handed to the client / the paced run's \
              duration (monotonic clock). Payloads are the suite's SensorReading events; the \
-             broker path publishes them all on `bench/raw`, which no pipeline reads, the \
-             pipeline path on the pipelines' input topics.\n\
-             - **Delivered**: the collector (one persistent QoS-1 subscription) records every \
-             arrival; an event is delivered in time when its first well-formed copy arrived by \
+             broker path publishes them on `bench/raw/1..P` (split as the pipelines' inputs \
+             are), topics no pipeline reads, the pipeline path on the pipelines' input topics.\n\
+             - **Delivered**: the collectors (persistent QoS-1 subscriptions: one per raw topic \
+             on the broker path, as each input topic has its pipeline; one on `e2e/output` on \
+             the pipeline path) record every arrival; an event is delivered in time when its first well-formed copy arrived by \
              the step's end + {} ms (the latency bound). Broker path: every acked event must \
              come back; pipeline path: the acked events passing the filter (even seqs, half).\n\
              - **Latency**: the collector's arrival time − the send stamp the publisher put in \

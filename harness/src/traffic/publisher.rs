@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 
-use super::ledger::{input_topic, Ledger, SensorReading};
+use super::ledger::{input_topic, pipeline_index, Ledger, SensorReading};
 use crate::backend::now_us;
 use crate::history::PacedRun;
 
@@ -157,9 +157,9 @@ struct State {
 
 struct Inner {
     ledger: Arc<Mutex<Ledger>>,
-    /// Every event goes to this topic instead of its pipeline's input topic (`harness bench`'s
-    /// raw broker path: a topic no pipeline reads).
-    topic: Option<String>,
+    /// Every event goes to `<prefix><pipeline index>` instead of its pipeline's input topic
+    /// (`harness bench`'s raw broker path: topics no pipeline reads).
+    topic_prefix: Option<String>,
     next_seq: Arc<AtomicU64>,
     state: Mutex<State>,
     /// Counts PubAcks, to wake waiters.
@@ -227,15 +227,15 @@ impl Publisher {
         Self::connect_to(host, port, client_id, ledger, next_seq, None).await
     }
 
-    /// [`Publisher::connect`], publishing every event on `topic` (when given) instead of its
-    /// pipeline's input topic; the payloads are the same.
+    /// [`Publisher::connect`], publishing every event on `<topic_prefix><its pipeline's index>`
+    /// (when given) instead of its pipeline's input topic; the payloads are the same.
     pub async fn connect_to(
         host: &str,
         port: u16,
         client_id: &str,
         ledger: Arc<Mutex<Ledger>>,
         next_seq: Arc<AtomicU64>,
-        topic: Option<String>,
+        topic_prefix: Option<String>,
     ) -> anyhow::Result<Publisher> {
         let mut options = MqttOptions::new(client_id, host, port);
         options
@@ -248,7 +248,7 @@ impl Publisher {
 
         let inner = Arc::new(Inner {
             ledger,
-            topic,
+            topic_prefix,
             next_seq,
             state: Mutex::new(State::default()),
             acks: watch::channel(0).0,
@@ -592,7 +592,10 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
             state.tracker.requested(Sent { seq, sent_at_us });
         }
         let payload = SensorReading::new(seq, sent_at_us).to_json();
-        let topic = inner.topic.clone().unwrap_or_else(|| input_topic(seq));
+        let topic = match &inner.topic_prefix {
+            Some(prefix) => format!("{prefix}{}", pipeline_index(seq)),
+            None => input_topic(seq),
+        };
         if let Err(error) = client
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
