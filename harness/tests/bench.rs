@@ -96,6 +96,9 @@ async fn two_low_steps_per_path_deliver_exactly_and_write_the_report() {
         }
     }
     let md = std::fs::read_to_string(dir.join("throughput.md")).expect("throughput.md");
+    assert_eq!(md, t.to_markdown());
+    let loaded = harness::bench::Throughput::load(&dir).expect("throughput.json reads back");
+    assert_eq!(loaded.to_markdown(), md);
     assert!(
         md.contains("## Ceilings") && md.contains("Ratio pipeline / broker"),
         "{md}"

@@ -79,6 +79,15 @@ pub struct Ceiling {
 }
 
 impl Throughput {
+    /// The record a bench wrote into `dir` (`throughput.json`), e.g. for a report that includes
+    /// its markdown.
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Throughput> {
+        let path = dir.join("throughput.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
     /// Pipeline ceiling over the broker's (input events/s over events/s).
     pub fn ratio(&self) -> Option<f64> {
         let p = f64::from(self.pipelines.sustained_per_s?);
