@@ -106,3 +106,25 @@ async fn two_low_steps_per_path_deliver_exactly_and_write_the_report() {
     let csv = std::fs::read_to_string(dir.join("throughput.csv")).expect("throughput.csv");
     assert_eq!(csv.lines().count(), 1 + t.steps.len(), "{csv}");
 }
+
+/// Flags the bench cannot run with are refused before anything starts (exit 2, the reason).
+#[test]
+fn bad_flags_are_refused_with_exit_2() {
+    for (args, says) in [
+        (
+            &["--heartbeat-ms", "5000"][..],
+            "0 < --heartbeat-ms < --election-min-ms",
+        ),
+        (&["--profile", "profiles/none.toml"][..], "no --profile"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("bench")
+            .args(args)
+            .env_remove("CARGO")
+            .output()
+            .expect("run harness bench");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

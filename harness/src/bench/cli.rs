@@ -59,18 +59,42 @@ pub struct BenchArgs {
     /// The `cluster` binary (default: built by cargo, or next to the harness).
     #[arg(long, env = "HARNESS_CLUSTER_BIN")]
     pub cluster_bin: Option<PathBuf>,
+    /// Raft heartbeat of the coordinators (ms), as for a run.
     #[arg(long, default_value_t = RaftTimings::SEED.heartbeat_ms)]
     pub heartbeat_ms: u64,
+    /// Raft election timeout, lower end (ms).
     #[arg(long, default_value_t = RaftTimings::SEED.election_min_ms)]
     pub election_min_ms: u64,
+    /// Raft election timeout, upper end (ms).
     #[arg(long, default_value_t = RaftTimings::SEED.election_max_ms)]
     pub election_max_ms: u64,
     #[command(flatten)]
     pub cluster: crate::topology::ClusterArgs,
 }
 
-/// `harness bench`: runs it on a runtime of its own; the exit code.
+/// What in the flags `harness bench` refuses before anything starts.
+pub fn refused(args: &BenchArgs) -> Option<String> {
+    if args.cluster.profile.is_some() {
+        return Some("harness bench drives the reference cluster only (no --profile)".into());
+    }
+    if !(0 < args.heartbeat_ms
+        && args.heartbeat_ms < args.election_min_ms
+        && args.election_min_ms < args.election_max_ms)
+    {
+        return Some(
+            "Raft timings must satisfy 0 < --heartbeat-ms < --election-min-ms < --election-max-ms"
+                .into(),
+        );
+    }
+    None
+}
+
+/// `harness bench`: runs it on a runtime of its own; the exit code (2 for refused flags).
 pub fn main(args: &BenchArgs, root: &Path) -> ExitCode {
+    if let Some(why) = refused(args) {
+        eprintln!("error: {why}; nothing was started");
+        return ExitCode::from(exit::INVALID_INPUT);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,22 +158,14 @@ fn reproduce(args: &BenchArgs, seed: u64) -> String {
 
 /// Stand the cluster up, ramp both paths, write the reports; the result and the run dir.
 pub async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<(Throughput, PathBuf)> {
-    if args.cluster.profile.is_some() {
-        bail!("harness bench drives the reference cluster only (no --profile)");
+    if let Some(why) = refused(args) {
+        bail!("{why}");
     }
     let raft = RaftTimings {
         heartbeat_ms: args.heartbeat_ms,
         election_min_ms: args.election_min_ms,
         election_max_ms: args.election_max_ms,
     };
-    if !(0 < raft.heartbeat_ms
-        && raft.heartbeat_ms < raft.election_min_ms
-        && raft.election_min_ms < raft.election_max_ms)
-    {
-        bail!(
-            "Raft timings must satisfy 0 < --heartbeat-ms < --election-min-ms < --election-max-ms"
-        );
-    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let out = args.out.clone().unwrap_or_else(|| root.join("reports"));
     let phases_dir = args
