@@ -39,6 +39,10 @@ enum Command {
     /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
     /// stored baseline samples; exit 3 with one line per failing figure.
     Gate(Box<crate::gate::cli::GateArgs>),
+    /// Throughput ceilings: ramp the offered rate through the broker alone and through the
+    /// pipelines until delivery falls behind or p99 latency passes a bound; writes
+    /// throughput.md, CSVs and a plot into the run dir (process backend).
+    Bench(Box<crate::bench::cli::BenchArgs>),
     /// Overlay the ECDFs of every figure two or more runs share; writes compare.md and the plots.
     Compare {
         /// Run directories (each with its run.json), e.g. reports/runs/<run-id>.
@@ -146,6 +150,9 @@ pub fn main() -> ExitCode {
         .init();
     if let Some(Command::Gate(args)) = &cli.command {
         return ExitCode::from(crate::gate::cli::main(args, &project_root()));
+    }
+    if let Some(Command::Bench(args)) = &cli.command {
+        return crate::bench::cli::main(args, &project_root());
     }
     if let Some(Command::Report { dir }) = cli.command {
         return match report::regenerate(&dir) {

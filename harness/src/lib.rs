@@ -9,6 +9,7 @@
 //! backend's process/container controls; from `cluster` it imports wire types only.
 
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod dialect;

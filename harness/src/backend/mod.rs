@@ -249,6 +249,12 @@ pub trait Backend: Send {
         let _ = node;
         None
     }
+    /// The node's OS process id as this host sees it (for `/proc`), while it runs; backends
+    /// whose nodes are not this host's processes answer `None`.
+    fn os_pid(&self, node: NodeName) -> Option<u32> {
+        let _ = node;
+        None
+    }
     /// Kill every node and release everything the backend created; logs stay in the run dir.
     fn shutdown(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

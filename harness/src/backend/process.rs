@@ -238,6 +238,10 @@ impl Backend for ProcessBackend {
         }
     }
 
+    fn os_pid(&self, node: NodeName) -> Option<u32> {
+        self.children.get(&node).map(Child::id)
+    }
+
     fn exited(&mut self, node: NodeName) -> Option<String> {
         let status = self.children.get_mut(&node)?.try_wait().ok()??;
         self.children.remove(&node);

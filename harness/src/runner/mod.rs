@@ -349,6 +349,14 @@ impl<B: Backend> Runner<B> {
         }
     }
 
+    /// Disconnect the runner's publisher and collector (the cluster keeps running), so a driver
+    /// of its own (`harness bench`) has the broker to itself.
+    pub async fn stop_traffic(&mut self) {
+        if let Some(rig) = self.traffic.take() {
+            rig.stop().await;
+        }
+    }
+
     /// Stop every node.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
         if let Some(rig) = self.traffic.take() {

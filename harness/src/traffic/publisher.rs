@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 
-use super::ledger::{input_topic, Ledger, SensorReading};
+use super::ledger::{input_topic, pipeline_index, Ledger, SensorReading};
 use crate::backend::now_us;
 use crate::history::PacedRun;
 
@@ -157,6 +157,9 @@ struct State {
 
 struct Inner {
     ledger: Arc<Mutex<Ledger>>,
+    /// Every event goes to `<prefix><pipeline index>` instead of its pipeline's input topic
+    /// (`harness bench`'s raw broker path: topics no pipeline reads).
+    topic_prefix: Option<String>,
     next_seq: Arc<AtomicU64>,
     state: Mutex<State>,
     /// Counts PubAcks, to wake waiters.
@@ -221,6 +224,19 @@ impl Publisher {
         ledger: Arc<Mutex<Ledger>>,
         next_seq: Arc<AtomicU64>,
     ) -> anyhow::Result<Publisher> {
+        Self::connect_to(host, port, client_id, ledger, next_seq, None).await
+    }
+
+    /// [`Publisher::connect`], publishing every event on `<topic_prefix><its pipeline's index>`
+    /// (when given) instead of its pipeline's input topic; the payloads are the same.
+    pub async fn connect_to(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        ledger: Arc<Mutex<Ledger>>,
+        next_seq: Arc<AtomicU64>,
+        topic_prefix: Option<String>,
+    ) -> anyhow::Result<Publisher> {
         let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_keep_alive(KEEP_ALIVE)
@@ -232,6 +248,7 @@ impl Publisher {
 
         let inner = Arc::new(Inner {
             ledger,
+            topic_prefix,
             next_seq,
             state: Mutex::new(State::default()),
             acks: watch::channel(0).0,
@@ -301,13 +318,19 @@ impl Publisher {
     /// Seqs are taken one at a time from the shared counter, so the window of a burst run
     /// concurrently lies inside the paced window; the ledger accounts for both.
     pub fn start_paced(&self, rate_per_s: u32) -> TrafficHandle {
+        self.start_paced_with(rate_per_s, MissedTickBehavior::Delay)
+    }
+
+    /// [`Publisher::start_paced`] with another handling of missed ticks: `harness bench` uses
+    /// [`MissedTickBehavior::Burst`], an open-loop load that makes up the ticks a stall of the
+    /// harness cost, so the offered rate is the target unless the broker holds the publisher back.
+    pub fn start_paced_with(&self, rate_per_s: u32, missed: MissedTickBehavior) -> TrafficHandle {
         let (period, per_tick) = pacing(rate_per_s);
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(pace(
             Arc::clone(&self.inner),
             self.outbound.clone(),
-            period,
-            per_tick,
+            (period, per_tick, missed),
             stop_rx,
         ));
         TrafficHandle {
@@ -569,8 +592,12 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
             state.tracker.requested(Sent { seq, sent_at_us });
         }
         let payload = SensorReading::new(seq, sent_at_us).to_json();
+        let topic = match &inner.topic_prefix {
+            Some(prefix) => format!("{prefix}{}", pipeline_index(seq)),
+            None => input_topic(seq),
+        };
         if let Err(error) = client
-            .publish(input_topic(seq), QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
         {
             lock(&inner.state).tracker.request_failed();
@@ -584,13 +611,12 @@ async fn send_loop(client: AsyncClient, inner: Arc<Inner>, mut outbound: mpsc::R
 async fn pace(
     inner: Arc<Inner>,
     outbound: mpsc::Sender<u64>,
-    period: Duration,
-    per_tick: u32,
+    (period, per_tick, missed): (Duration, u32, MissedTickBehavior),
     mut stop: oneshot::Receiver<()>,
 ) -> Paced {
     let started = Instant::now();
     let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval.set_missed_tick_behavior(missed);
     let mut window: Option<Range<u64>> = None;
     'run: loop {
         tokio::select! {

@@ -13,7 +13,7 @@ pub mod compare;
 pub mod dist;
 pub mod ecdf;
 pub mod font;
-mod style;
+pub(crate) mod style;
 pub mod timeline;
 
 use std::fmt::Write as _;
