@@ -178,9 +178,13 @@ pub async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<(Throughput, P
         pipelines: args.cluster.pipelines,
         raft,
         detector: DetectorTimings::SEED,
-        api_key: Some(format!("harness-{seed:x}")),
+        api_key: None,
+        peer_key: None,
+        worker_secret: None,
+        insecure: false,
         mqtt_url: args.cluster.mqtt_url.clone(),
-    };
+    }
+    .with_keys(false);
     let caps = Capabilities {
         backend: "process",
         coordinators: spec.coordinators,
