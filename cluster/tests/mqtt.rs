@@ -69,6 +69,7 @@ fn spec(broker: &BrokerHandle, client_id: &str) -> PipelineSpec {
         program: Arc::new(vpl::parse(PROGRAM).expect("seed program parses")),
         mqtt_host: broker.addr.ip().to_string(),
         mqtt_port: broker.addr.port(),
+        login: None,
         instruments: Default::default(),
     }
 }
