@@ -115,8 +115,9 @@ pub struct BrokerHandle {
 pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
     validate(&config)?;
     let addr = config.listen;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+    // Checked now, with its cause; bound for good once rumqttd answers, so that a client able
+    // to open a TCP connection (the harness's readiness check) finds a broker behind it.
+    std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
     // rumqttd binds by itself (and only logs a failure, from its thread): a port free a moment
     // ago; a failure shows as the readiness probe's.
     let upstream = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
@@ -128,7 +129,8 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
         let password: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         (PROBE_CLIENT_ID.to_owned(), password)
     });
-    let auth = match (config.auth.clone(), &probe_login) {
+    let login = probe_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let auth = match (config.auth.clone(), login) {
         (Some(auth), Some((name, password))) => Some(Arc::new(auth.with_client(name, password)?)),
         _ => None,
     };
@@ -143,6 +145,10 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
             }
         })
         .context("broker: spawn thread")?;
+    await_ready(upstream, login, || runner.is_finished())?;
+
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
     gate::Gate {
         listener,
         upstream,
@@ -152,16 +158,24 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
     }
     .spawn()
     .context("broker: start the gate")?;
+    await_ready(addr, login, || runner.is_finished())?;
+    tracing::info!(%addr, %upstream, auth = config.auth.is_some(), "MQTT broker listening");
+    Ok(BrokerHandle { addr })
+}
 
+/// Probes `addr` until it answers an MQTT CONNECT, at most [`READY_TIMEOUT`].
+fn await_ready(
+    addr: SocketAddr,
+    login: Option<(&str, &str)>,
+    stopped: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if runner.is_finished() {
-            bail!("broker: rumqttd stopped during start-up on {addr} (see its log lines above)");
+        if stopped() {
+            bail!("broker: rumqttd stopped during start-up (see its log lines above)");
         }
-        let login = probe_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let probe = probe(addr, login);
-        match probe {
-            Ok(()) => break,
+        match probe(addr, login) {
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 bail!(
                     "broker: {addr} did not answer an MQTT CONNECT within {READY_TIMEOUT:?}: {e:#}"
@@ -170,8 +184,6 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
             Err(_) => thread::sleep(READY_POLL),
         }
     }
-    tracing::info!(%addr, %upstream, auth = config.auth.is_some(), "MQTT broker listening");
-    Ok(BrokerHandle { addr })
 }
 
 fn validate(config: &BrokerConfig) -> anyhow::Result<()> {

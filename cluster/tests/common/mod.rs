@@ -20,6 +20,10 @@ pub const ELECTION_MAX_MS: u64 = 300;
 /// Bound of every wait in these tests: many election timeouts, far below a CI time limit.
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const API_KEY: &str = "test-key";
+/// The broker's worker secret: every worker logs in with its token derived from it.
+pub const WORKER_SECRET: &str = "test-worker-secret";
+/// The broker account of a test's own MQTT client (client ids must start with its name).
+pub const MQTT_CLIENT: (&str, &str) = ("test-client", "test-client-password");
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -238,6 +242,10 @@ impl Cluster {
             "broker".to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--worker-secret".into(),
+            WORKER_SECRET.into(),
+            "--mqtt-client".into(),
+            format!("{}:{}", MQTT_CLIENT.0, MQTT_CLIENT.1),
         ];
         let child = self.spawn_logged("broker", &args);
         self.broker = Some((child, port));
@@ -266,6 +274,8 @@ impl Cluster {
             API_KEY,
             "--mqtt-url",
             &format!("mqtt://127.0.0.1:{broker}"),
+            "--worker-token",
+            &cluster::auth::worker_token(WORKER_SECRET, id),
         ]
         .iter()
         .map(|s| s.to_string())
