@@ -277,6 +277,10 @@ pub async fn run(args: RunArgs) -> u8 {
         },
         api_key: Some(format!("harness-{seed:x}")),
         mqtt_url: args.cluster.mqtt_url.clone(),
+        worker_secret: Some(crate::backend::broker::random_secret()),
+        mqtt_logins: crate::backend::broker::HarnessLogins::generate(
+            args.cluster.mqtt_url.as_ref(),
+        ),
     };
     let caps = Capabilities {
         backend: backend_name,

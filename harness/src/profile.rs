@@ -374,6 +374,7 @@ fn values(
     if let Some((h, p)) = a
         .mqtt_url
         .strip_prefix("mqtt://")
+        .map(|r| r.rsplit_once('@').map_or(r, |(_, host)| host))
         .and_then(|r| r.rsplit_once(':'))
     {
         v.insert("mqtt_host", h.to_string());
@@ -381,6 +382,15 @@ fn values(
     }
     if let Some(key) = &spec.api_key {
         v.insert("api_key", key.clone());
+    }
+    for (name, value) in crate::backend::node_secrets(spec, node) {
+        let placeholder = match name.as_str() {
+            "VARPULIS_WORKER_SECRET" => "worker_secret",
+            "VARPULIS_MQTT_CLIENTS" => "mqtt_clients",
+            "VARPULIS_WORKER_TOKEN" => "worker_token",
+            _ => continue,
+        };
+        v.insert(placeholder, value);
     }
     if let Some(adv) = &a.advertise {
         v.insert("advertise", adv.clone());
@@ -458,6 +468,8 @@ mod tests {
             detector: DetectorTimings::SEED,
             api_key: Some("k".into()),
             mqtt_url: None,
+            worker_secret: Some("the-worker-secret".into()),
+            mqtt_logins: crate::backend::broker::HarnessLogins::generate(None),
             pipelines: 3,
         }
     }
@@ -485,8 +497,20 @@ mod tests {
             for node in s.nodes() {
                 let (argv, env) = profile.render(&s, node, &a).unwrap();
                 assert_eq!(argv, node_args(&s, node, &a), "{node}");
+                // The environment: the API key (not the broker's) and the node's secrets.
+                let mut expected = crate::backend::node_secrets(&s, node);
                 if node != NodeName::Broker {
-                    assert_eq!(env, [("CLUSTER_API_KEY".to_string(), "k".to_string())]);
+                    expected.push(("CLUSTER_API_KEY".to_string(), "k".to_string()));
+                }
+                expected.sort();
+                let mut env = env;
+                env.sort();
+                assert_eq!(env, expected, "{node}");
+                for (_, secret) in crate::backend::node_secrets(&s, node) {
+                    assert!(
+                        !argv.iter().any(|arg| arg.contains(&secret)),
+                        "{node}: {argv:?}"
+                    );
                 }
             }
         }

@@ -88,6 +88,13 @@ pub struct ClusterSpec {
     /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
     #[serde(default)]
     pub mqtt_url: Option<broker::MqttUrl>,
+    /// The run's worker secret (coordinators and the embedded broker; each worker is given its
+    /// token). Drawn at random per run, never written to reports.
+    #[serde(skip)]
+    pub worker_secret: Option<String>,
+    /// The publisher's and the collector's broker accounts (never written to reports).
+    #[serde(skip)]
+    pub mqtt_logins: Option<broker::HarnessLogins>,
     /// Filter pipelines of the workload (`sensor_filter_1..=N`; the seed's three by default).
     #[serde(default = "seed_pipelines")]
     pub pipelines: u32,
@@ -270,6 +277,30 @@ pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<
             args
         }
     }
+}
+
+/// A node's secrets, passed in its environment (never on its command line): the embedded
+/// broker's worker secret and client accounts, a worker's token. The API key is the profile's.
+pub fn node_secrets(spec: &ClusterSpec, node: NodeName) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    match node {
+        NodeName::Broker => {
+            if let Some(secret) = &spec.worker_secret {
+                env.push(("VARPULIS_WORKER_SECRET".to_string(), secret.clone()));
+            }
+            if let Some(logins) = &spec.mqtt_logins {
+                env.push(("VARPULIS_MQTT_CLIENTS".to_string(), logins.broker_clients()));
+            }
+        }
+        NodeName::Worker(_) => {
+            if let Some(secret) = &spec.worker_secret {
+                let token = broker::worker_token(secret, &node.to_string());
+                env.push(("VARPULIS_WORKER_TOKEN".to_string(), token));
+            }
+        }
+        NodeName::Coordinator(_) => {}
+    }
+    env
 }
 
 /// The coordinator a worker links to first, as in the seed: workers 1 and 2 on coordinator-1,
