@@ -259,6 +259,38 @@ async fn a_refused_clean_session_leaves_the_pipeline_session_whole() {
     pub_task.abort();
 }
 
+/// rumqttd's own loopback port, behind the gate, runs the same check: no way around it (rumqttd
+/// closes without a CONNACK, which is why the gate exists), and a worker still gets in there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttd_behind_the_gate_checks_the_same_credentials() {
+    let b = start_broker().await;
+    let direct = |client_id: &str, login: Option<(&str, &str)>| {
+        let mut o = MqttOptions::new(client_id, b.upstream.ip().to_string(), b.upstream.port());
+        o.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = login {
+            o.set_credentials(user, password);
+        }
+        o
+    };
+    for (client_id, login) in [(SESSION, None), (SESSION, Some(PUBLISHER))] {
+        let (_c, mut eventloop) = AsyncClient::new(direct(client_id, login), 16);
+        let first = timeout(WAIT, eventloop.poll())
+            .await
+            .expect("rumqttd answers within the bound");
+        assert!(
+            first.is_err(),
+            "{client_id} with {login:?} straight to rumqttd: {first:?}"
+        );
+    }
+    let t1 = token("worker-1");
+    let (_c, mut eventloop) = AsyncClient::new(direct(SESSION, Some(("worker-1", &t1))), 16);
+    let first = timeout(WAIT, eventloop.poll()).await.expect("bounded");
+    assert!(
+        matches!(first, Ok(Event::Incoming(Packet::ConnAck(ref a))) if a.code == ConnectReturnCode::Success),
+        "{first:?}"
+    );
+}
+
 /// `cluster broker` without credentials and without `--insecure` refuses to start (exit 2).
 #[test]
 fn the_broker_refuses_to_start_without_credentials() {

@@ -657,7 +657,10 @@ async fn t50_bad_configuration_is_refused_up_front() {
     assert!(format!("{tiny:#}").contains("max_segment_size"), "{tiny:#}");
 
     // Checked before any connection attempt, so no broker is needed.
-    let nowhere = BrokerHandle { addr: taken };
+    let nowhere = BrokerHandle {
+        addr: taken,
+        upstream: taken,
+    };
     let slash = runtime::start(spec(&nowhere, "group/pipeline"))
         .await
         .expect_err("rumqttd ignores a CONNECT whose client id has a '/'");

@@ -107,6 +107,8 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerHandle {
     pub addr: std::net::SocketAddr,
+    /// rumqttd's own loopback listener behind the gate (it checks credentials too).
+    pub upstream: std::net::SocketAddr,
 }
 
 /// Start rumqttd (v4 server only, no console/prometheus/metrics/bridge) on its own threads,
@@ -160,7 +162,7 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
     .context("broker: start the gate")?;
     await_ready(addr, login, || runner.is_finished())?;
     tracing::info!(%addr, %upstream, auth = config.auth.is_some(), "MQTT broker listening");
-    Ok(BrokerHandle { addr })
+    Ok(BrokerHandle { addr, upstream })
 }
 
 /// Probes `addr` until it answers an MQTT CONNECT, at most [`READY_TIMEOUT`].
