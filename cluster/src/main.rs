@@ -100,13 +100,16 @@ struct WorkerArgs {
     #[arg(long)]
     coordinators: String,
     /// This worker's token, `worker_token(worker secret, worker id)`: presented to the
-    /// coordinators (`x-api-key`, with `x-worker-id`) on registration, heartbeats and the link.
+    /// coordinators (`x-api-key`, with `x-worker-id`) on registration, heartbeats and the link,
+    /// and the broker's password (user name = the worker id) unless `--mqtt-url` carries
+    /// credentials.
     #[arg(long, env = "VARPULIS_WORKER_TOKEN")]
     worker_token: Option<String>,
     /// Removed: refused with the name of the flag that replaces it.
     #[arg(long, hide = true)]
     api_key: Option<String>,
-    /// The MQTT broker pipelines read from and write to.
+    /// The MQTT broker pipelines read from and write to: `mqtt://host:port`, or
+    /// `mqtt://user:password@host:port` for a broker with its own accounts (an external one).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     mqtt_url: String,
     /// Address reported at registration (default: http://<listen>).
@@ -127,6 +130,24 @@ struct BrokerArgs {
     /// Segments kept per filter; beyond them the oldest messages are dropped.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_segment_count: Option<u64>,
+    /// The cluster's worker secret: a worker connects with user name = its id and password =
+    /// its token derived from this secret, and may use only pipeline sessions (`varpulis~…`).
+    #[arg(long, env = "VARPULIS_WORKER_SECRET", hide_env_values = true)]
+    worker_secret: Option<String>,
+    /// A client that is not a worker (repeatable; in the environment, comma-separated): it
+    /// connects with user name NAME and this password, only under client ids starting with NAME.
+    #[arg(
+        long = "mqtt-client",
+        value_name = "NAME:PASSWORD",
+        env = "VARPULIS_MQTT_CLIENTS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_parser = broker::access::parse_client
+    )]
+    mqtt_clients: Vec<(String, String)>,
+    /// Let anyone connect, under any client id (no credentials checked).
+    #[arg(long, conflicts_with_all = ["worker_secret", "mqtt_clients"])]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -158,7 +179,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             // 2: the configuration was refused before anything started.
-            if e.downcast_ref::<coordinator::ConfigError>().is_some() {
+            if e.downcast_ref::<coordinator::ConfigError>().is_some()
+                || e.downcast_ref::<broker::NoCredentials>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -211,15 +234,29 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     if args.api_key.is_some() {
         anyhow::bail!("--api-key was replaced by --worker-token (worker_token(worker secret, worker id)); see README.md, 'Security'");
     }
-    let authority = args
-        .mqtt_url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| anyhow::anyhow!("--mqtt-url must look like mqtt://host:port"))?;
+    let bad_url = || anyhow::anyhow!("--mqtt-url must look like mqtt://[user:password@]host:port");
+    let authority = args.mqtt_url.strip_prefix("mqtt://").ok_or_else(bad_url)?;
+    let (login, authority) = match authority.rsplit_once('@') {
+        Some((login, rest)) => {
+            let (user, password) = login
+                .split_once(':')
+                .filter(|(u, _)| !u.is_empty())
+                .ok_or_else(bad_url)?;
+            (Some((user.to_string(), password.to_string())), rest)
+        }
+        None => (None, authority),
+    };
     let (host, port) = authority
         .trim_end_matches('/')
         .rsplit_once(':')
         .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
-        .ok_or_else(|| anyhow::anyhow!("--mqtt-url must look like mqtt://host:port"))?;
+        .ok_or_else(bad_url)?;
+    // The URL's account (an external broker's) wins; otherwise the worker's own credential.
+    let mqtt_login = login.or_else(|| {
+        args.worker_token
+            .clone()
+            .map(|token| (args.worker_id.clone(), token))
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", args.listen))?;
@@ -237,6 +274,9 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         worker_token: args.worker_token,
         mqtt_host: host,
         mqtt_port: port,
+        mqtt_login: mqtt_login.map(
+            |(username, password)| cluster::pipeline::runtime::MqttLogin { username, password },
+        ),
         max_pipelines: args.max_pipelines,
     };
     cluster::worker::run(config, listener, shutdown_signal()).await
@@ -253,6 +293,16 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         max_segment_count: match args.max_segment_count {
             Some(n) => usize::try_from(n)?,
             None => defaults.max_segment_count,
+        },
+        auth: match (args.insecure, args.worker_secret, args.mqtt_clients) {
+            (true, _, _) => {
+                tracing::warn!("broker: --insecure: anyone may connect, under any client id");
+                None
+            }
+            (false, None, clients) if clients.is_empty() => {
+                return Err(broker::NoCredentials.into())
+            }
+            (false, secret, clients) => Some(broker::BrokerAuth::new(secret, clients)?),
         },
         ..defaults
     };

@@ -285,8 +285,10 @@ async fn t30_a_group_deployed_again_runs_the_new_source_at_a_new_epoch() {
     assert!(second > first, "epoch {second} after {first}: reused");
 
     // The new filter is in effect: of a hot and a cold event, only the cold one comes out.
-    let mut options = MqttOptions::new("t30-client", "127.0.0.1", c.broker_port());
-    options.set_keep_alive(std::time::Duration::from_secs(5));
+    let mut options = MqttOptions::new("test-client-t30", "127.0.0.1", c.broker_port());
+    options
+        .set_keep_alive(std::time::Duration::from_secs(5))
+        .set_credentials(common::MQTT_CLIENT.0, common::MQTT_CLIENT.1);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     client
         .subscribe("e2e/output", QoS::AtLeastOnce)

@@ -69,6 +69,7 @@ fn spec(broker: &BrokerHandle, client_id: &str) -> PipelineSpec {
         program: Arc::new(vpl::parse(PROGRAM).expect("seed program parses")),
         mqtt_host: broker.addr.ip().to_string(),
         mqtt_port: broker.addr.port(),
+        login: None,
         instruments: Default::default(),
     }
 }
@@ -656,7 +657,10 @@ async fn t50_bad_configuration_is_refused_up_front() {
     assert!(format!("{tiny:#}").contains("max_segment_size"), "{tiny:#}");
 
     // Checked before any connection attempt, so no broker is needed.
-    let nowhere = BrokerHandle { addr: taken };
+    let nowhere = BrokerHandle {
+        addr: taken,
+        upstream: taken,
+    };
     let slash = runtime::start(spec(&nowhere, "group/pipeline"))
         .await
         .expect_err("rumqttd ignores a CONNECT whose client id has a '/'");

@@ -291,6 +291,7 @@ pub async fn run(args: RunArgs) -> u8 {
         peer_key: None,
         worker_secret: None,
         insecure: false,
+        mqtt_logins: None,
         mqtt_url: args.cluster.mqtt_url.clone(),
     }
     .with_keys(args.insecure);

@@ -374,6 +374,7 @@ fn values(
     if let Some((h, p)) = a
         .mqtt_url
         .strip_prefix("mqtt://")
+        .map(|r| r.rsplit_once('@').map_or(r, |(_, host)| host))
         .and_then(|r| r.rsplit_once(':'))
     {
         v.insert("mqtt_host", h.to_string());
@@ -394,6 +395,9 @@ fn values(
     }
     if spec.insecure {
         v.insert("insecure_flag", "--insecure".to_string());
+    }
+    if let (NodeName::Broker, Some(logins)) = (node, &spec.mqtt_logins) {
+        v.insert("mqtt_clients", logins.broker_clients());
     }
     if let Some(adv) = &a.advertise {
         v.insert("advertise", adv.clone());
@@ -474,6 +478,7 @@ mod tests {
             worker_secret: Some("s".into()),
             insecure: false,
             mqtt_url: None,
+            mqtt_logins: crate::backend::broker::HarnessLogins::generate(None),
             pipelines: 3,
         }
     }
@@ -505,6 +510,12 @@ mod tests {
                     let mut want = s.node_env(node);
                     want.sort();
                     assert_eq!(env, want, "{node}");
+                    for (_, secret) in s.node_env(node) {
+                        assert!(
+                            !argv.iter().any(|arg| arg.contains(&secret)),
+                            "{node}: {argv:?}"
+                        );
+                    }
                 }
             }
         }

@@ -19,8 +19,9 @@ pub struct ClusterArgs {
     /// An external MQTT broker, e.g. mqtt://127.0.0.1:1883: every node, the publisher and the
     /// collector use it, and no broker is started. Give each run a broker of its own (pipeline
     /// sessions and topics are fixed names), with offline queues that cannot drop silently
-    /// (mosquitto: `max_queued_messages 0`).
-    #[arg(long, value_name = "mqtt://host:port")]
+    /// (mosquitto: `max_queued_messages 0`). `mqtt://user:password@host:port`: the account
+    /// every worker, the publisher and the collector log in with (never shown in reports).
+    #[arg(long, value_name = "mqtt://[user:password@]host:port")]
     pub mqtt_url: Option<MqttUrl>,
     /// Raft coordinators (quorum N/2 + 1).
     #[arg(long, default_value_t = SEED_COORDINATORS, value_parser = parse_coordinators)]

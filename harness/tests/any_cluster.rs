@@ -104,6 +104,11 @@ fn assert_all_exact(summary: &Value, phases: &[&str]) {
     assert_eq!(summary["run_passed"], true, "{summary}");
 }
 
+/// The account on mosquitto (no anonymous access): the harness gets it in `--mqtt-url` and
+/// hands it to the publisher, the collector and every worker.
+const MOSQUITTO_USER: &str = "varpulis-test";
+const MOSQUITTO_PASSWORD: &str = "mosquitto-s3cret";
+
 /// Debian's mosquitto on a free loopback port, killed on drop.
 struct Mosquitto {
     child: Child,
@@ -113,7 +118,8 @@ struct Mosquitto {
 
 impl Mosquitto {
     /// Offline queues unbounded (`max_queued_messages 0`: the default 1000 drops the newest
-    /// silently); no persistence, since the broker is never restarted during a run.
+    /// silently); no persistence, since the broker is never restarted during a run. Only
+    /// [`MOSQUITTO_USER`] may connect (a password file made by `mosquitto_passwd`).
     fn start(dir: &Path) -> Mosquitto {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
@@ -129,12 +135,22 @@ impl Mosquitto {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let passwords = dir.join("mosquitto.passwd");
+        let made = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&passwords)
+            .args([MOSQUITTO_USER, MOSQUITTO_PASSWORD])
+            .output()
+            .expect("run mosquitto_passwd (Debian package `mosquitto`)");
+        assert!(made.status.success(), "mosquitto_passwd: {made:?}");
         let config = dir.join("mosquitto.conf");
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-                 persistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type all\n"
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 max_queued_messages 0\npersistence false\nset_tcp_nodelay true\n\
+                 log_dest stderr\nlog_type all\n",
+                passwords.display()
             ),
         )
         .expect("write mosquitto.conf");
@@ -165,8 +181,17 @@ impl Mosquitto {
         Mosquitto { child, port, log }
     }
 
+    /// Without credentials, as reports show it.
     fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// With the account, as the harness is given it.
+    fn url_with_login(&self) -> String {
+        format!(
+            "mqtt://{MOSQUITTO_USER}:{MOSQUITTO_PASSWORD}@127.0.0.1:{}",
+            self.port
+        )
     }
 }
 
@@ -178,8 +203,9 @@ impl Drop for Mosquitto {
 }
 
 /// `--mqtt-url` at mosquitto: setup, baseline and a worker kill under traffic pass with exact
-/// counts; no broker was started, the nodes' pipelines held their sessions on mosquitto, and
-/// the report names the broker.
+/// counts; no broker was started, the nodes' pipelines held their sessions on mosquitto (which
+/// lets in only its one account, given in the URL), and the report names the broker without
+/// the password.
 #[test]
 fn external_mosquitto_carries_setup_baseline_and_worker_failover() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -191,7 +217,7 @@ fn external_mosquitto_carries_setup_baseline_and_worker_failover() {
             "--phases",
             "0,1,3",
             "--mqtt-url",
-            &url,
+            &broker.url_with_login(),
             "--seed",
             "13",
             "--phases-dir",
@@ -219,6 +245,28 @@ fn external_mosquitto_carries_setup_baseline_and_worker_failover() {
         "as harness-collector-d",
     ] {
         assert!(log.contains(client), "no '{client}' in mosquitto's log");
+    }
+    // Every client logged in with the account (mosquitto names it: `u'varpulis-test'`), and
+    // no connection was refused.
+    let logins = log.matches(&format!("u'{MOSQUITTO_USER}'")).count();
+    assert!(
+        logins >= 3,
+        "{logins} logins as {MOSQUITTO_USER} in mosquitto's log"
+    );
+    assert!(
+        !log.contains("not authorised"),
+        "a refused connection: {log}"
+    );
+    for report in [
+        "latest/results.md",
+        "latest/run.json",
+        "latest/summary.json",
+    ] {
+        let text = std::fs::read_to_string(out.join(report)).unwrap_or_default();
+        assert!(
+            !text.contains(MOSQUITTO_PASSWORD),
+            "the password is in {report}"
+        );
     }
 }
 

@@ -384,19 +384,53 @@ fn t50_coordinator_faults_and_full_restart_lose_nothing() {
 const LATE_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The broker's port of the run being written under `out`, from its log's first line.
-fn broker_port(out: &Path) -> u16 {
-    let runs = std::fs::read_dir(out.join("runs")).expect("a run directory");
-    let run = runs.flatten().next().expect("one run").path();
-    let log = std::fs::read_to_string(run.join("logs/broker.log")).expect("broker log");
-    let listen = log
-        .split("--listen ")
-        .nth(1)
-        .expect("the broker's --listen");
-    let port = listen
-        .split_whitespace()
-        .next()
-        .and_then(|a| a.rsplit(':').next());
-    port.and_then(|p| p.parse().ok()).expect("a port")
+/// A `cluster broker --insecure` of the test's own, killed on drop: the late copy's injector
+/// needs a broker that lets it in, and the broker a run starts admits only the run's own clients
+/// (with secrets the harness draws at random).
+struct OpenBroker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OpenBroker {
+    fn start() -> OpenBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new(cluster_bin())
+            .args([
+                "broker",
+                "--insecure",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cluster broker");
+        // The broker listens only once rumqttd answers: a TCP connect means it is ready.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("cluster broker exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster broker not listening within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        OpenBroker { child, port }
+    }
+}
+
+impl Drop for OpenBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A copy of setup's seq 2 (with a send time the publisher never used) published on the
@@ -410,12 +444,15 @@ fn t60_a_late_copy_fails_the_phase_that_published_it() {
     let quiet = "id = 1\nname = \"Quiet\"\nrequires = [\"setup\"]\n\n[[step]]\ndo = \"hold\"\nms = 1\n\n[[step]]\ndo = \"hold\"\nms = 3000\n";
     let dir = phases_dir_with(&[("00-setup.toml", &setup), ("01-quiet.toml", quiet)]);
     let out = tempfile::tempdir().expect("temp dir");
+    let broker = OpenBroker::start();
     let mut child = harness_command(
         &[
             "--phases",
             "1",
             "--phases-dir",
             &dir.path().display().to_string(),
+            "--mqtt-url",
+            &format!("mqtt://127.0.0.1:{}", broker.port),
         ],
         out.path(),
     )
@@ -453,7 +490,7 @@ fn t60_a_late_copy_fails_the_phase_that_published_it() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(common::inject(broker_port(out.path()), copy));
+    runtime.block_on(common::inject(broker.port, copy));
     let status = loop {
         if let Some(status) = child.try_wait().expect("harness status") {
             break status;

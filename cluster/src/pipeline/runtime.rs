@@ -121,8 +121,24 @@ pub struct PipelineSpec {
     pub program: Arc<vpl::Program>,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// User name and password of both connections (none: a broker that checks nothing).
+    pub login: Option<MqttLogin>,
     /// Counters this pipeline feeds besides its own totals (the worker's `/metrics`).
     pub instruments: crate::metrics::PipelineInstruments,
+}
+
+/// A broker account: for the embedded broker, the worker's id and token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MqttLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        write!(f, "MqttLogin({}, ***)", self.username)
+    }
 }
 
 /// Totals since [`start`]. An input counts once it is acked (done): `processed` if the program
@@ -288,6 +304,9 @@ fn mqtt_options(spec: &PipelineSpec, client_id: &str) -> MqttOptions {
         .set_keep_alive(KEEP_ALIVE)
         .set_inflight(OUTPUT_INFLIGHT)
         .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+    if let Some(login) = &spec.login {
+        options.set_credentials(login.username.clone(), login.password.clone());
+    }
     options
 }
 

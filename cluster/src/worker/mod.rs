@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     pub advertise: String,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// The broker account every pipeline connects with (none: an `--insecure` broker).
+    pub mqtt_login: Option<crate::pipeline::runtime::MqttLogin>,
     pub max_pipelines: u32,
 }
 
@@ -612,6 +614,7 @@ impl Worker {
                 program,
                 mqtt_host: self.config.mqtt_host.clone(),
                 mqtt_port: self.config.mqtt_port,
+                login: self.config.mqtt_login.clone(),
                 instruments: self.metrics.instruments(&id),
             };
             match runtime::start(spec).await {

@@ -31,6 +31,8 @@ pub const API_KEY: &str = OPERATOR_KEY;
 pub fn worker_token(id: &str) -> String {
     cluster::auth::worker_token(WORKER_SECRET, id)
 }
+/// The broker account of a test's own MQTT client (client ids must start with its name).
+pub const MQTT_CLIENT: (&str, &str) = ("test-client", "test-client-password");
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -264,6 +266,10 @@ impl Cluster {
             "broker".to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--worker-secret".into(),
+            WORKER_SECRET.into(),
+            "--mqtt-client".into(),
+            format!("{}:{}", MQTT_CLIENT.0, MQTT_CLIENT.1),
         ];
         let child = self.spawn_logged("broker", &args);
         self.broker = Some((child, port));

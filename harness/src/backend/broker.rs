@@ -1,21 +1,59 @@
 //! The MQTT broker a run uses: the embedded one (`cluster broker`, started by the backend as a
-//! node) or an external one named by `--mqtt-url mqtt://host:port`, which every node, the
-//! publisher and the collector use and which the harness neither starts nor faults.
+//! node) or an external one named by `--mqtt-url mqtt://[user:password@]host:port`, which every
+//! node, the publisher and the collector use and which the harness neither starts nor faults.
+//!
+//! Credentials: the embedded broker gets the run's fresh worker secret (each worker logs in with
+//! its token) and a fresh password for each of the publisher and the collector
+//! ([`HarnessLogins`]); an external broker's account is the URL's, used by the publisher, the
+//! collector and every worker alike.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// `mqtt://host:port` (port 1883 when left out).
+/// An MQTT account. Never printed, serialized or written to a report.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for MqttLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MqttLogin({}, ***)", self.username)
+    }
+}
+
+impl MqttLogin {
+    pub fn pair(&self) -> (&str, &str) {
+        (&self.username, &self.password)
+    }
+}
+
+/// `mqtt://[user:password@]host:port` (port 1883 when left out). Shown and serialized without
+/// its credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MqttUrl {
     pub host: String,
     pub port: u16,
+    #[serde(skip)]
+    pub login: Option<MqttLogin>,
 }
 
 impl MqttUrl {
+    /// The URL nodes are given: with its credentials.
+    pub fn with_login(&self) -> String {
+        match &self.login {
+            Some(l) => format!(
+                "mqtt://{}:{}@{}:{}",
+                l.username, l.password, self.host, self.port
+            ),
+            None => self.to_string(),
+        }
+    }
+
     /// True when only processes on this machine's loopback can reach it (not containers).
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost"
@@ -31,15 +69,36 @@ impl FromStr for MqttUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            |why: &str| format!("'{s}' is not an MQTT URL ({why}); expected mqtt://host:port");
+        // Never echo a password back.
+        let shown = match s.rsplit_once('@') {
+            Some((_, host)) => format!("mqtt://…@{host}"),
+            None => s.to_string(),
+        };
+        let bad = |why: &str| {
+            format!(
+                "'{shown}' is not an MQTT URL ({why}); expected mqtt://[user:password@]host:port"
+            )
+        };
         let rest = s
             .strip_prefix("mqtt://")
             .or_else(|| s.strip_prefix("tcp://"))
             .ok_or_else(|| bad("scheme must be mqtt://"))?;
+        let (login, rest) = match rest.rsplit_once('@') {
+            Some((login, rest)) => match login.split_once(':') {
+                Some((u, p)) if !u.is_empty() && !p.is_empty() => (
+                    Some(MqttLogin {
+                        username: u.to_string(),
+                        password: p.to_string(),
+                    }),
+                    rest,
+                ),
+                _ => return Err(bad("credentials must be user:password")),
+            },
+            None => (None, rest),
+        };
         let rest = rest.trim_end_matches('/');
-        if rest.contains('/') || rest.contains('@') {
-            return Err(bad("no path or credentials"));
+        if rest.contains('/') {
+            return Err(bad("no path"));
         }
         // `[v6]:port`, `host:port` or `host`.
         let (host, port) = match rest.rsplit_once(':') {
@@ -55,6 +114,7 @@ impl FromStr for MqttUrl {
         Ok(MqttUrl {
             host: host.to_string(),
             port,
+            login,
         })
     }
 }
@@ -75,6 +135,45 @@ impl From<MqttUrl> for String {
 impl fmt::Display for MqttUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "mqtt://{}:{}", self.host, self.port)
+    }
+}
+
+/// The accounts of the harness's publisher and collector: on the embedded broker, each its own
+/// name and a fresh password per run; on an external broker, the URL's account for both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarnessLogins {
+    pub publisher: MqttLogin,
+    pub collector: MqttLogin,
+}
+
+/// User names of the harness's clients on the embedded broker; their client ids start with them.
+pub const PUBLISHER_USER: &str = "harness-publisher";
+pub const COLLECTOR_USER: &str = "harness-collector";
+
+impl HarnessLogins {
+    /// Fresh accounts, or the external broker's (its URL's, if it has one).
+    pub fn generate(external: Option<&MqttUrl>) -> Option<HarnessLogins> {
+        let own = |user: &str| MqttLogin {
+            username: user.to_string(),
+            password: super::random_secret(),
+        };
+        match external {
+            Some(url) => url.login.clone().map(|login| HarnessLogins {
+                publisher: login.clone(),
+                collector: login,
+            }),
+            None => Some(HarnessLogins {
+                publisher: own(PUBLISHER_USER),
+                collector: own(COLLECTOR_USER),
+            }),
+        }
+    }
+
+    /// The embedded broker's `VARPULIS_MQTT_CLIENTS` (`name:password,name:password`).
+    pub fn broker_clients(&self) -> String {
+        [&self.publisher, &self.collector]
+            .map(|l| format!("{}:{}", l.username, l.password))
+            .join(",")
     }
 }
 
@@ -108,12 +207,39 @@ mod tests {
             "mqtt://:1883",
             "mqtt://h:0",
             "mqtt://h:99999",
-            "mqtt://u@h:1",
             "mqtt://h:1/x",
         ] {
             let e = bad.parse::<MqttUrl>().unwrap_err();
-            assert!(e.contains(bad) && e.contains("mqtt://host:port"), "{e}");
+            assert!(e.contains(bad) && e.contains("host:port"), "{e}");
         }
+        let e = "mqtt://u@h:1".parse::<MqttUrl>().unwrap_err();
+        assert!(e.contains("user:password"), "{e}");
+        let u: MqttUrl = "mqtt://user:s3cret@h:2".parse().unwrap();
+        assert_eq!(u.login.as_ref().map(|l| l.pair()), Some(("user", "s3cret")));
+        assert_eq!(u.to_string(), "mqtt://h:2", "shown without credentials");
+        assert_eq!(u.with_login(), "mqtt://user:s3cret@h:2");
+        assert!(!format!("{u:?}").contains("s3cret"));
+        let e = "mqtt://user:s3cret@h:0".parse::<MqttUrl>().unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_fresh_and_tokens_match_the_cluster() {
+        assert_ne!(super::super::random_secret(), super::super::random_secret());
+        let a = HarnessLogins::generate(None).unwrap();
+        assert_eq!(a.publisher.username, PUBLISHER_USER);
+        assert_eq!(a.collector.username, COLLECTOR_USER);
+        assert_ne!(a.publisher.password, a.collector.password);
+        assert_eq!(a.broker_clients().matches(',').count(), 1);
+        assert!(!format!("{a:?}").contains(&a.publisher.password));
+        let url: MqttUrl = "mqtt://u:p@h:1".parse().unwrap();
+        let c = HarnessLogins::generate(Some(&url)).unwrap();
+        assert_eq!(
+            (c.publisher.pair(), c.collector.pair()),
+            (("u", "p"), ("u", "p"))
+        );
+        let anonymous: MqttUrl = "mqtt://h:1".parse().unwrap();
+        assert_eq!(HarnessLogins::generate(Some(&anonymous)), None);
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl DockerBackend {
             listen: format!("0.0.0.0:{}", Self::inner_port(node)),
             coordinator_url: &coordinator_url,
             mqtt_url: match &self.spec.mqtt_url {
-                Some(url) => url.to_string(),
+                Some(url) => url.with_login(),
                 None => format!("mqtt://broker:{BROKER_PORT}"),
             },
             data_dir: "/data".into(),

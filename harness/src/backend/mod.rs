@@ -89,7 +89,8 @@ pub struct ClusterSpec {
     /// The coordinators' peer key (never written to reports).
     #[serde(skip)]
     pub peer_key: Option<String>,
-    /// The secret each worker's token is derived from (never written to reports).
+    /// The secret each worker's token is derived from; coordinators and the embedded broker
+    /// check the tokens with it (never written to reports).
     #[serde(skip)]
     pub worker_secret: Option<String>,
     /// The cluster runs without keys (`--insecure`): every route open.
@@ -98,6 +99,9 @@ pub struct ClusterSpec {
     /// An external broker (`--mqtt-url`): no broker node is started, everything uses this one.
     #[serde(default)]
     pub mqtt_url: Option<broker::MqttUrl>,
+    /// The publisher's and the collector's broker accounts (never written to reports).
+    #[serde(skip)]
+    pub mqtt_logins: Option<broker::HarnessLogins>,
     /// Filter pipelines of the workload (`sensor_filter_1..=N`; the seed's three by default).
     #[serde(default = "seed_pipelines")]
     pub pipelines: u32,
@@ -125,6 +129,13 @@ impl ClusterSpec {
             self.peer_key = Some(random_secret());
             self.worker_secret = Some(random_secret());
         }
+        // The publisher's and collector's broker accounts: an external broker's URL account, or
+        // fresh ones on the embedded broker (none when it runs --insecure).
+        self.mqtt_logins = match &self.mqtt_url {
+            Some(url) => broker::HarnessLogins::generate(Some(url)),
+            None if insecure => None,
+            None => broker::HarnessLogins::generate(None),
+        };
         self
     }
 
@@ -140,7 +151,8 @@ impl ClusterSpec {
     }
 
     /// The reference cluster's credentials for `node`, as environment variables (never on the
-    /// command line, where `ps` shows them): a coordinator's three keys, a worker's token.
+    /// command line, where `ps` shows them): a coordinator's three keys, a worker's token, the
+    /// embedded broker's worker secret and the harness's client accounts.
     pub fn node_env(&self, node: NodeName) -> Vec<(String, String)> {
         let mut env = Vec::new();
         match node {
@@ -160,7 +172,14 @@ impl ClusterSpec {
                     env.push(("VARPULIS_WORKER_TOKEN".to_string(), token));
                 }
             }
-            NodeName::Broker => {}
+            NodeName::Broker => {
+                if let Some(secret) = &self.worker_secret {
+                    env.push(("VARPULIS_WORKER_SECRET".to_string(), secret.clone()));
+                }
+                if let Some(logins) = &self.mqtt_logins {
+                    env.push(("VARPULIS_MQTT_CLIENTS".to_string(), logins.broker_clients()));
+                }
+            }
         }
         env
     }
@@ -287,7 +306,13 @@ pub struct Addressing<'a> {
 pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<String> {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     match node {
-        NodeName::Broker => strings(&["broker", "--listen", &a.listen]),
+        NodeName::Broker => {
+            let mut args = strings(&["broker", "--listen", &a.listen]);
+            if spec.insecure {
+                args.push("--insecure".to_string());
+            }
+            args
+        }
         NodeName::Coordinator(id) => {
             let peers: Vec<String> = (1..=spec.coordinators)
                 .map(|n| format!("{n}={}", (a.coordinator_url)(n)))

@@ -117,7 +117,10 @@ impl ProcessBackend {
         let addressing = super::Addressing {
             listen: format!("{}:{}", self.host(node), self.ports[&node]),
             coordinator_url: &coordinator_url,
-            mqtt_url: self.endpoint(NodeName::Broker),
+            mqtt_url: match &self.spec.mqtt_url {
+                Some(url) => url.with_login(),
+                None => self.endpoint(NodeName::Broker),
+            },
             data_dir: self.data_dir(node).display().to_string(),
             advertise: None,
         };

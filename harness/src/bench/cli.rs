@@ -182,6 +182,7 @@ pub async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<(Throughput, P
         peer_key: None,
         worker_secret: None,
         insecure: false,
+        mqtt_logins: None,
         mqtt_url: args.cluster.mqtt_url.clone(),
     }
     .with_keys(false);
@@ -301,7 +302,15 @@ async fn measure(
     let mut steps = Vec::new();
     let mut ceilings = Vec::new();
     for route in [Route::Broker, Route::Pipelines] {
-        let rig = PathRig::connect(route, &host, port, &tag, next_seq.clone()).await?;
+        let rig = PathRig::connect(
+            route,
+            &host,
+            port,
+            &tag,
+            backend.spec().mqtt_logins.as_ref(),
+            next_seq.clone(),
+        )
+        .await?;
         let mut ramp = Ramp::new(args.start_rate, args.max_rate, args.bisections);
         while let Some(rate) = ramp.next() {
             let step = rig.step(Purpose::Ramp, rate, &settings, &sampler).await?;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::procfs::{usage, Sampler, Usage};
 use super::ramp::{judge, StepFigures, Verdict};
+use crate::backend::broker::{HarnessLogins, COLLECTOR_USER, PUBLISHER_USER};
 use crate::backend::{now_us, WallUs};
 use crate::history::{History, Rows};
 use crate::poll::{poll_until, Poll};
@@ -151,6 +152,7 @@ impl PathRig {
         host: &str,
         port: u16,
         tag: &str,
+        logins: Option<&HarnessLogins>,
         next_seq: Arc<AtomicU64>,
     ) -> anyhow::Result<PathRig> {
         let ledger = Arc::new(Mutex::new(Ledger::new()));
@@ -170,7 +172,9 @@ impl PathRig {
                 Collector::start(
                     host,
                     port,
-                    &format!("harness-bench-{name}-collector-{}-{tag}", i + 1),
+                    // Client ids start with the account's name: the embedded broker allows no other.
+                    &format!("{COLLECTOR_USER}-bench-{name}-{}-{tag}", i + 1),
+                    logins.map(|l| l.collector.pair()),
                     topic,
                     ledger.clone(),
                 )
@@ -180,7 +184,8 @@ impl PathRig {
         let publisher = Publisher::connect_to(
             host,
             port,
-            &format!("harness-bench-{name}-publisher-{tag}"),
+            &format!("{PUBLISHER_USER}-bench-{name}-{tag}"),
+            logins.map(|l| l.publisher.pair()),
             ledger.clone(),
             next_seq,
             prefix,

@@ -10,6 +10,7 @@ use cluster::api::model::{Connector, GroupDef, GroupInfo, PipelineDef};
 
 use super::trial::Trial;
 use super::Runner;
+use crate::backend::broker::{COLLECTOR_USER, PUBLISHER_USER};
 use crate::backend::Backend;
 use crate::backend::{NodeName, WallUs};
 use crate::history::{History, Rows};
@@ -77,10 +78,14 @@ impl<B: Backend> Runner<B> {
         let next_seq = Arc::new(AtomicU64::new(1));
         crate::progress::watch_traffic(ledger.clone(), next_seq.clone());
         let seed = self.options.seed;
+        // Client ids start with the account's name (`broker::COLLECTOR_USER`, `PUBLISHER_USER`):
+        // the embedded broker allows no other.
+        let logins = self.backend.spec().mqtt_logins.clone();
         let collector = Collector::start(
             &host,
             port,
-            &format!("harness-collector-{seed:x}"),
+            &format!("{COLLECTOR_USER}-{seed:x}"),
+            logins.as_ref().map(|l| l.collector.pair()),
             "e2e/output",
             ledger.clone(),
         )
@@ -88,7 +93,8 @@ impl<B: Backend> Runner<B> {
         let publisher = Publisher::connect(
             &host,
             port,
-            &format!("harness-publisher-{seed:x}"),
+            &format!("{PUBLISHER_USER}-{seed:x}"),
+            logins.as_ref().map(|l| l.publisher.pair()),
             ledger.clone(),
             next_seq,
         )

@@ -113,7 +113,8 @@ enum Step {
 }
 
 impl Collector {
-    /// Connects with a persistent session (clean_session = false, so the broker keeps the
+    /// Connects (with `login`'s user name and password, if any) with a persistent session
+    /// (clean_session = false, so the broker keeps the
     /// subscription and queues QoS-1 outputs while the collector is away), subscribes to `topic`
     /// at QoS 1 and returns once the SubAck arrived (bounded: [`CONNECT_TIMEOUT`], then
     /// [`SUBSCRIBE_TIMEOUT`]). It subscribes again after every reconnection: rumqttc does not.
@@ -121,11 +122,15 @@ impl Collector {
         host: &str,
         port: u16,
         client_id: &str,
+        login: Option<(&str, &str)>,
         topic: &str,
         ledger: Arc<Mutex<Ledger>>,
     ) -> anyhow::Result<Collector> {
         let mut options = MqttOptions::new(client_id, host, port);
         options.set_keep_alive(KEEP_ALIVE).set_clean_session(false);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         let mut network = rumqttc::NetworkOptions::new();
         // Latency is measured at arrival: no Nagle delay on the acks.

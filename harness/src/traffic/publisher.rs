@@ -215,16 +215,17 @@ struct Settled {
 }
 
 impl Publisher {
-    /// Connects (clean session) and waits, at most [`CONNECT_TIMEOUT`], for the ConnAck.
+    /// Connects (clean session; with `login`'s user name and password, if any) and waits, at most [`CONNECT_TIMEOUT`], for the ConnAck.
     /// `next_seq` is the run-wide counter (start it at 1); seqs are taken from it, never reused.
     pub async fn connect(
         host: &str,
         port: u16,
         client_id: &str,
+        login: Option<(&str, &str)>,
         ledger: Arc<Mutex<Ledger>>,
         next_seq: Arc<AtomicU64>,
     ) -> anyhow::Result<Publisher> {
-        Self::connect_to(host, port, client_id, ledger, next_seq, None).await
+        Self::connect_to(host, port, client_id, login, ledger, next_seq, None).await
     }
 
     /// [`Publisher::connect`], publishing every event on `<topic_prefix><its pipeline's index>`
@@ -233,6 +234,7 @@ impl Publisher {
         host: &str,
         port: u16,
         client_id: &str,
+        login: Option<(&str, &str)>,
         ledger: Arc<Mutex<Ledger>>,
         next_seq: Arc<AtomicU64>,
         topic_prefix: Option<String>,
@@ -242,6 +244,9 @@ impl Publisher {
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_inflight(MAX_INFLIGHT);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut event_loop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         event_loop.set_network_options(network_options());
         await_connack(&mut event_loop, host, port).await?;

@@ -71,6 +71,7 @@ pub async fn rig(name: &str) -> Rig {
         "127.0.0.1",
         port,
         &format!("{name}-collector"),
+        None,
         OUTPUT_TOPIC,
         Arc::clone(&ledger),
     )
@@ -81,6 +82,7 @@ pub async fn rig(name: &str) -> Rig {
         "127.0.0.1",
         port,
         &format!("{name}-publisher"),
+        None,
         Arc::clone(&ledger),
         Arc::clone(&next_seq),
     )

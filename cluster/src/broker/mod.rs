@@ -6,14 +6,24 @@
 //! session counts, connected or not), so a pipeline must subscribe before events for it are
 //! published. Sessions (clean_session = false) survive their connection and hand their unacked
 //! messages to the next connection with the same client id; they do not survive the broker.
+//!
+//! Clients reach rumqttd through [`gate`], which checks every CONNECT against [`access`] (when
+//! credentials are configured) and answers a refusal with CONNACK 5; rumqttd itself listens on
+//! loopback only, with the same check.
+
+pub mod access;
+mod gate;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+pub use access::{BrokerAuth, PIPELINE_SESSION_PREFIX};
 
 /// Largest MQTT packet body (remaining length) the broker accepts; pipelines accept as much.
 pub const DEFAULT_MAX_PAYLOAD_SIZE: usize = 1024 * 1024;
@@ -42,8 +52,17 @@ const NEXT_CONNECTION_DELAY_MS: u64 = 1;
 /// capped by its fixed window of 100 unacked messages per connection instead.
 const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 
-/// Client id of the readiness probe (a clean session, so it leaves nothing behind).
+/// Client id of the readiness probe (a clean session, so it leaves nothing behind), and its
+/// user name when credentials are required (its password is drawn at random at each start).
 const PROBE_CLIENT_ID: &str = "cluster-broker-ready-probe";
+
+/// `cluster broker` was given no credentials and not `--insecure`: it refuses to start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "broker: no credentials: give --worker-secret (workers) and/or --mqtt-client NAME:PASSWORD \
+     (other clients), or --insecure to let anyone connect under any client id"
+)]
+pub struct NoCredentials;
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -60,6 +79,8 @@ pub struct BrokerConfig {
     pub max_inflight: usize,
     /// Largest packet body accepted from a client; a bigger one drops the connection.
     pub max_payload_size: usize,
+    /// Who may connect ([`access`]); `None` lets anyone in (the `--insecure` broker).
+    pub auth: Option<BrokerAuth>,
 }
 
 impl Default for BrokerConfig {
@@ -77,6 +98,7 @@ impl Default for BrokerConfig {
             max_inflight: 100,
             // Events are small JSON records; 1 MiB fits any sane event and bounds one packet.
             max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
+            auth: None,
         }
     }
 }
@@ -85,17 +107,37 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerHandle {
     pub addr: std::net::SocketAddr,
+    /// rumqttd's own loopback listener behind the gate (it checks credentials too).
+    pub upstream: std::net::SocketAddr,
 }
 
-/// Start rumqttd (v4 server only, no console/prometheus/metrics/bridge) on its own threads;
-/// return once `addr` answers an MQTT CONNECT (at most [`READY_TIMEOUT`]), or a clear error.
+/// Start rumqttd (v4 server only, no console/prometheus/metrics/bridge) on its own threads,
+/// on a loopback port, behind the [`gate`] on `config.listen`; return once `config.listen`
+/// answers an MQTT CONNECT (at most [`READY_TIMEOUT`]), or a clear error.
 pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
     validate(&config)?;
     let addr = config.listen;
-    // rumqttd only logs a failed bind from its server thread; find it out here, with its cause.
+    // Checked now, with its cause; bound for good once rumqttd answers, so that a client able
+    // to open a TCP connection (the harness's readiness check) finds a broker behind it.
     std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+    // rumqttd binds by itself (and only logs a failure, from its thread): a port free a moment
+    // ago; a failure shows as the readiness probe's.
+    let upstream = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .context("broker: find a loopback port for rumqttd")?;
 
-    let mut broker = rumqttd::Broker::new(rumqttd_config(&config));
+    let probe_login = config.auth.as_ref().map(|_| {
+        let secret: [u8; 16] = rand::random();
+        let password: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        (PROBE_CLIENT_ID.to_owned(), password)
+    });
+    let login = probe_login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let auth = match (config.auth.clone(), login) {
+        (Some(auth), Some((name, password))) => Some(Arc::new(auth.with_client(name, password)?)),
+        _ => None,
+    };
+
+    let mut broker = rumqttd::Broker::new(rumqttd_config(&config, upstream, auth.clone()));
     let runner = thread::Builder::new()
         .name("mqtt-broker".to_owned())
         .spawn(move || {
@@ -105,15 +147,37 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
             }
         })
         .context("broker: spawn thread")?;
+    await_ready(upstream, login, || runner.is_finished())?;
 
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+    gate::Gate {
+        listener,
+        upstream,
+        auth,
+        max_packet: config.max_payload_size,
+        connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS.into()),
+    }
+    .spawn()
+    .context("broker: start the gate")?;
+    await_ready(addr, login, || runner.is_finished())?;
+    tracing::info!(%addr, %upstream, auth = config.auth.is_some(), "MQTT broker listening");
+    Ok(BrokerHandle { addr, upstream })
+}
+
+/// Probes `addr` until it answers an MQTT CONNECT, at most [`READY_TIMEOUT`].
+fn await_ready(
+    addr: SocketAddr,
+    login: Option<(&str, &str)>,
+    stopped: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if runner.is_finished() {
-            bail!("broker: rumqttd stopped during start-up on {addr} (see its log lines above)");
+        if stopped() {
+            bail!("broker: rumqttd stopped during start-up (see its log lines above)");
         }
-        let probe = probe(addr);
-        match probe {
-            Ok(()) => break,
+        match probe(addr, login) {
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 bail!(
                     "broker: {addr} did not answer an MQTT CONNECT within {READY_TIMEOUT:?}: {e:#}"
@@ -122,8 +186,6 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
             Err(_) => thread::sleep(READY_POLL),
         }
     }
-    tracing::info!(%addr, "MQTT broker listening");
-    Ok(BrokerHandle { addr })
 }
 
 fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
@@ -149,8 +211,12 @@ fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
-    let connections = rumqttd::ConnectionSettings {
+fn rumqttd_config(
+    config: &BrokerConfig,
+    listen: SocketAddr,
+    auth: Option<Arc<BrokerAuth>>,
+) -> rumqttd::Config {
+    let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: CONNECT_TIMEOUT_MS,
         max_payload_size: config.max_payload_size,
         max_inflight_count: config.max_inflight,
@@ -158,9 +224,16 @@ fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(auth) = auth {
+        // The gate already checked; this keeps rumqttd's loopback port no way around it.
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let ok = auth.check(&client_id, Some((&user, &pass))).is_ok();
+            async move { ok }
+        });
+    }
     let server = rumqttd::ServerSettings {
         name: "v4".to_owned(),
-        listen: config.listen,
+        listen,
         tls: None,
         next_connection_delay_ms: NEXT_CONNECTION_DELAY_MS,
         connections,
@@ -193,21 +266,32 @@ fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
 /// DISCONNECT: rumqttd would then process the disconnection twice (once for the packet, once
 /// for the closed socket), logging an error and possibly cutting off the next client, which
 /// reuses the connection slot; a plain close is processed once.
-fn probe(addr: SocketAddr) -> anyhow::Result<()> {
+fn probe(addr: SocketAddr, login: Option<(&str, &str)>) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_IO_TIMEOUT)?;
     stream.set_read_timeout(Some(PROBE_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
 
-    let id = PROBE_CLIENT_ID.as_bytes();
-    let id_len = u16::try_from(id.len())?.to_be_bytes();
-    let mut body: Vec<u8> = Vec::with_capacity(12 + id.len());
+    let string = |body: &mut Vec<u8>, s: &str| -> anyhow::Result<()> {
+        body.extend_from_slice(&u16::try_from(s.len())?.to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+        Ok(())
+    };
+    let mut body: Vec<u8> = Vec::with_capacity(128);
     body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T']); // protocol name
     body.push(4); // protocol level 3.1.1
-    body.push(0b0000_0010); // connect flags: clean session
+                  // Connect flags: clean session, and user name and password when there are credentials.
+    body.push(if login.is_some() {
+        0b1100_0010
+    } else {
+        0b0000_0010
+    });
     body.extend_from_slice(&10u16.to_be_bytes()); // keep alive, seconds (rumqttd refuses 0)
-    body.extend_from_slice(&id_len);
-    body.extend_from_slice(id);
+    string(&mut body, PROBE_CLIENT_ID)?;
+    if let Some((user, password)) = login {
+        string(&mut body, user)?;
+        string(&mut body, password)?;
+    }
     let remaining = u8::try_from(body.len()).context("probe CONNECT too long")?;
     anyhow::ensure!(remaining < 128, "probe CONNECT needs a one-byte length");
     let mut packet = vec![0x10, remaining];
