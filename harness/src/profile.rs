@@ -473,9 +473,9 @@ mod tests {
             workers: 4,
             raft: RaftTimings::SEED,
             detector: DetectorTimings::SEED,
-            api_key: Some("k".into()),
-            peer_key: Some("p".into()),
-            worker_secret: Some("s".into()),
+            api_key: Some("the-operator-key".into()),
+            peer_key: Some("the-peer-key".into()),
+            worker_secret: Some("the-worker-secret".into()),
             insecure: false,
             mqtt_url: None,
             mqtt_logins: crate::backend::broker::HarnessLogins::generate(None),
@@ -541,7 +541,7 @@ mod tests {
                 .iter()
                 .position(|x| x == "--api-key")
                 .expect("--api-key");
-            assert_eq!(argv[at + 1], "k", "{node}");
+            assert_eq!(argv[at + 1], "the-operator-key", "{node}");
             let (argv, _) = profile.render(&spec().with_keys(true), node, &a).unwrap();
             assert!(!argv.iter().any(|x| x == "--api-key"), "{node}: {argv:?}");
         }
