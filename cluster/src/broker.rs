@@ -67,8 +67,9 @@ impl Default for BrokerConfig {
         BrokerConfig {
             // The MQTT port, loopback only: exposing the broker is a deliberate choice.
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            // One per pipeline plus publishers and collectors: far above a test cluster's need.
-            max_connections: 1024,
+            // Two per pipeline plus publishers and collectors: the harness's largest workload
+            // (1000 pipelines) with room to spare. A slot is a few hundred bytes until used.
+            max_connections: 4096,
             // rumqttd's default 100 MiB: a segment is read whole, bigger ones hurt tail latency.
             max_segment_size: 100 * 1024 * 1024,
             // rumqttd's default 10: 1 GiB of backlog per filter before the oldest is dropped.

@@ -39,6 +39,10 @@ enum Command {
     /// Gate a run directory: budgets from reports/baseline.toml and a rank test against the
     /// stored baseline samples; exit 3 with one line per failing figure.
     Gate(Box<crate::gate::cli::GateArgs>),
+    /// How cost grows: failover against hosted pipelines and against workers, election against
+    /// the log's length, suite time against workers; each point a fresh cluster. Writes
+    /// scaling.md, scaling.csv and a plot per curve into reports/runs/scale-<time>/.
+    Scale(Box<crate::scale::ScaleArgs>),
     /// Overlay the ECDFs of every figure two or more runs share; writes compare.md and the plots.
     Compare {
         /// Run directories (each with its run.json), e.g. reports/runs/<run-id>.
@@ -98,6 +102,9 @@ pub struct RunArgs {
     /// Run every `nemesis` step this long instead of its phase's `duration_ms` (a longer soak).
     #[arg(long)]
     pub nemesis_ms: Option<u64>,
+    /// Commit this many entries in every `fill_log` step instead of its phase's `entries`.
+    #[arg(long)]
+    pub fill_entries: Option<u64>,
     /// WebSocket ping interval of the coordinators towards workers.
     #[arg(long, default_value_t = DetectorTimings::SEED.ping_interval_ms)]
     pub ping_interval_ms: u64,
@@ -141,6 +148,9 @@ pub fn main() -> ExitCode {
         .init();
     if let Some(Command::Gate(args)) = &cli.command {
         return ExitCode::from(crate::gate::cli::main(args, &project_root()));
+    }
+    if let Some(Command::Scale(args)) = &cli.command {
+        return crate::scale::main(args, &project_root());
     }
     if let Some(Command::Report { dir }) = cli.command {
         return match report::regenerate(&dir) {
@@ -411,6 +421,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if let Some(ms) = args.nemesis_ms {
         cmd += &format!(" --nemesis-ms {ms}");
     }
+    if let Some(n) = args.fill_entries {
+        cmd += &format!(" --fill-entries {n}");
+    }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
@@ -556,6 +569,7 @@ async fn run_with<B: Backend>(
     }
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
     options.nemesis_ms = args.nemesis_ms;
+    options.fill_entries = args.fill_entries;
     options.replay = data.command.clone();
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.
