@@ -16,9 +16,12 @@ fn args(flags: &[&str]) -> ScaleArgs {
     Wrap::parse_from(std::iter::once("scale").chain(flags.iter().copied())).scale
 }
 
+/// (curve, size, phases, workers, pipelines, entries, trials) of a point.
+type Shape = (Curve, u64, String, u32, u32, Option<u64>, u32);
+
 #[test]
 fn each_curve_runs_its_phase_on_its_shape() {
-    let shapes: Vec<(Curve, u64, String, u32, u32, Option<u64>, u32)> = points(&args(&[]))
+    let shapes: Vec<Shape> = points(&args(&[]))
         .into_iter()
         .map(|p| {
             (
