@@ -125,8 +125,13 @@ fn growth(points: &[&Point], figure: &str) -> Option<String> {
     }
     let u = unit(figure);
     let per = (last.1 - first.1) / (last.0 as f64 - first.0 as f64);
+    let per = if per.abs() >= 0.01 || per == 0.0 {
+        format!("{per:+.3}")
+    } else {
+        format!("{per:+.2e}")
+    };
     Some(format!(
-        "{figure}: median {:.1} {u} at {} → {:.1} {u} at {} ({:+.1} %, {per:+.3} {u} per unit of size)",
+        "{figure}: median {:.1} {u} at {} → {:.1} {u} at {} ({:+.1} %, {per} {u} per unit of size)",
         first.1,
         first.0,
         last.1,
@@ -249,7 +254,7 @@ fn fill_rates(points: &[&Point]) -> Option<String> {
         .filter_map(|p| {
             let ms = median(p.figures.get("fill_ms")?)?;
             Some(format!(
-                "{} entries in {:.1} s ({:.0} entries/s)",
+                "the log grown to {} entries in {:.1} s ({:.0} entries/s)",
                 p.spec.size,
                 ms / 1000.0,
                 p.spec.size as f64 / (ms / 1000.0).max(1e-9)
