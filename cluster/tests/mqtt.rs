@@ -491,7 +491,9 @@ async fn t21_crash_mid_stream_duplicates_only_unacked_inputs() {
     // acked only after every input before it (acks go in order): once it is counted, so is
     // everything B did. (Without it, B's count was one short now and then, and the check below
     // put the resume point one past where B resumed: 3 failures in 60 runs.)
-    publisher.publish_all(INPUT, [b"not an event".to_vec()]).await;
+    publisher
+        .publish_all(INPUT, [b"not an event".to_vec()])
+        .await;
     wait_until(
         "B to reject the malformed last input",
         || b.counters().rejected == 1,

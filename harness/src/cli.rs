@@ -43,6 +43,10 @@ enum Command {
     /// pipelines until delivery falls behind or p99 latency passes a bound; writes
     /// throughput.md, CSVs and a plot into the run dir (process backend).
     Bench(Box<crate::bench::cli::BenchArgs>),
+    /// How cost grows: failover against hosted pipelines and against workers, election against
+    /// the log's length, suite time against workers; each point a fresh cluster. Writes
+    /// scaling.md, scaling.csv and a plot per curve into reports/runs/scale-<time>/.
+    Scale(Box<crate::scale::ScaleArgs>),
     /// Overlay the ECDFs of every figure two or more runs share; writes compare.md and the plots.
     Compare {
         /// Run directories (each with its run.json), e.g. reports/runs/<run-id>.
@@ -102,6 +106,9 @@ pub struct RunArgs {
     /// Run every `nemesis` step this long instead of its phase's `duration_ms` (a longer soak).
     #[arg(long)]
     pub nemesis_ms: Option<u64>,
+    /// Commit this many entries in every `fill_log` step instead of its phase's `entries`.
+    #[arg(long)]
+    pub fill_entries: Option<u64>,
     /// WebSocket ping interval of the coordinators towards workers.
     #[arg(long, default_value_t = DetectorTimings::SEED.ping_interval_ms)]
     pub ping_interval_ms: u64,
@@ -153,6 +160,9 @@ pub fn main() -> ExitCode {
     }
     if let Some(Command::Bench(args)) = &cli.command {
         return crate::bench::cli::main(args, &project_root());
+    }
+    if let Some(Command::Scale(args)) = &cli.command {
+        return crate::scale::main(args, &project_root());
     }
     if let Some(Command::Report { dir }) = cli.command {
         return match report::regenerate(&dir) {
@@ -431,6 +441,9 @@ fn reproduce_command(args: &RunArgs, backend: BackendKind, seed: u64) -> String 
     if args.insecure {
         cmd += " --insecure";
     }
+    if let Some(n) = args.fill_entries {
+        cmd += &format!(" --fill-entries {n}");
+    }
     if let Some(gate) = &args.gate {
         cmd += &format!(" --gate {}", gate.display());
     }
@@ -581,6 +594,7 @@ async fn run_with<B: Backend>(
     }
     options.drain = DrainSettings::quiet(std::time::Duration::from_millis(args.drain_quiet_ms));
     options.nemesis_ms = args.nemesis_ms;
+    options.fill_entries = args.fill_entries;
     options.replay = data.command.clone();
     let mut runner = Runner::new(backend, options)?;
     // Trials land here as they finish, so a Ctrl-C still reports what completed.

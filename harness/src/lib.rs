@@ -25,6 +25,7 @@ pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod scale;
 pub mod step;
 pub mod topology;
 pub mod traffic;

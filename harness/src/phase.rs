@@ -140,6 +140,11 @@ pub fn parse(path: &Path, text: &str, caps: &Capabilities) -> Result<Phase, Phas
             bound.insert("nemesis".into());
             timings.insert("converge_ms".into());
         }
+        if let Step::FillLog(_) = &step {
+            bound.insert("fill".into());
+            bound.insert("log_index".into());
+            timings.insert("fill_ms".into());
+        }
         for target in step.targets() {
             check_target(target, caps, &bound).map_err(&fail)?;
         }

@@ -317,6 +317,13 @@ impl Probe {
         self.get(format!("{base}/api/v1/cluster/migrations")).await
     }
 
+    /// One connector write, answered once committed (`fill_log`: a Raft entry per call).
+    pub async fn post_connector(&self, base: &str, connector: &Connector) -> anyhow::Result<()> {
+        let url = format!("{base}/api/v1/cluster/connectors");
+        let _: (reqwest::StatusCode, serde_json::Value) = self.post(&url, connector).await?;
+        Ok(())
+    }
+
     pub async fn raft_metrics(&self, base: &str) -> anyhow::Result<RaftMetrics> {
         self.get(format!("{base}/raft/metrics")).await
     }

@@ -402,6 +402,9 @@ fn values(
     if let Some(adv) = &a.advertise {
         v.insert("advertise", adv.clone());
     }
+    if let Some(max) = spec.worker_max_pipelines() {
+        v.insert("max_pipelines", max.to_string());
+    }
     for (k, ms) in [
         ("heartbeat_ms", r.heartbeat_ms),
         ("election_min_ms", r.election_min_ms),
@@ -502,10 +505,22 @@ mod tests {
                 data_dir: "/data".into(),
                 advertise: advertise.clone(),
             };
-            for s in [spec(), spec().with_keys(true)] {
+            // 300 pipelines: more than a worker's default room, so every worker gets
+            // `--max-pipelines 300`; 3: none.
+            let big = ClusterSpec {
+                pipelines: 300,
+                ..spec()
+            };
+            for s in [spec(), spec().with_keys(true), big] {
                 for node in s.nodes() {
                     let (argv, mut env) = profile.render(&s, node, &a).unwrap();
                     assert_eq!(argv, node_args(&s, node, &a), "{node}");
+                    let room = argv.iter().position(|x| x == "--max-pipelines");
+                    let expected = matches!(node, NodeName::Worker(_)) && s.pipelines > 100;
+                    assert_eq!(room.is_some(), expected, "{node}: {argv:?}");
+                    if let Some(i) = room {
+                        assert_eq!(argv[i + 1], "300");
+                    }
                     env.sort();
                     let mut want = s.node_env(node);
                     want.sort();

@@ -12,11 +12,13 @@ use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 mod chaos;
+mod load;
 mod target;
 pub use chaos::{
     AwaitFencedArgs, InvariantArgs, NemesisArgs, NemesisFault, NemesisTarget, PartitionArgs, Peer,
     SinceArgs, WriteAnsweredArgs,
 };
+pub use load::FillLogArgs;
 pub use target::{is_name, Target};
 
 /// One typed step of a phase.
@@ -98,6 +100,9 @@ pub enum Step {
     /// The invariants over every coordinator's event log (a term's leader ids only grow, growing epochs
     /// with one owner each, no unhealthy verdict outside a fault window of that worker).
     AssertInvariants(InvariantArgs),
+    /// Grow the Raft log to at least `entries` by committing connector writes through the
+    /// leader (`concurrency` at once); the filling time is a figure (`fill_ms`).
+    FillLog(FillLogArgs),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -409,6 +414,7 @@ enum Action {
     AwaitFenced,
     Nemesis,
     AssertInvariants,
+    FillLog,
 }
 
 impl<'de> Deserialize<'de> for Step {
@@ -478,6 +484,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             Action::AwaitFenced => Step::AwaitFenced(Deserialize::deserialize(rest)?),
             Action::Nemesis => Step::Nemesis(Deserialize::deserialize(rest)?),
             Action::AssertInvariants => Step::AssertInvariants(Deserialize::deserialize(rest)?),
+            Action::FillLog => Step::FillLog(Deserialize::deserialize(rest)?),
         })
     }
 }
@@ -521,6 +528,7 @@ impl Step {
             Step::AwaitFenced(_) => "await_fenced",
             Step::Nemesis(_) => "nemesis",
             Step::AssertInvariants(_) => "assert_invariants",
+            Step::FillLog(_) => "fill_log",
         }
     }
 
@@ -617,7 +625,8 @@ impl Step {
             | Step::Spread(_)
             | Step::AssertNoMoves(_)
             | Step::Nemesis(_)
-            | Step::AssertInvariants(_) => vec![],
+            | Step::AssertInvariants(_)
+            | Step::FillLog(_) => vec![],
         }
     }
 
@@ -692,6 +701,7 @@ impl fmt::Display for Step {
             Step::AssertWriteAnswered(a) => write!(f, " via {}", a.via),
             Step::AssertNoMoves(a) => write!(f, " since {}", a.since),
             Step::AwaitFenced(a) => write!(f, " {}", a.target),
+            Step::FillLog(a) => write!(f, " to {} entries, {} at once", a.entries, a.concurrency),
             Step::Nemesis(a) => write!(
                 f,
                 " faults {}–{} ms, gaps {}–{} ms, ≤ {} at once",

@@ -12,6 +12,9 @@ use crate::step::{Step, Target};
 pub const SEED_COORDINATORS: u32 = 3;
 pub const SEED_WORKERS: u32 = 4;
 pub const SEED_PIPELINES: u32 = 3;
+/// Most pipelines a run may ask for: two MQTT connections each stay within the embedded
+/// broker's connection slots (cluster `broker.rs`) with the publisher and collector beside them.
+pub const MAX_PIPELINES: u32 = 1000;
 
 /// Flags that shape the cluster under test (flattened into the run's flags).
 #[derive(Debug, Clone, clap::Args)]
@@ -32,7 +35,7 @@ pub struct ClusterArgs {
     pub workers: u32,
     /// Filter pipelines `sensor_filter_1..=P`, one input topic each, spread over the groups c1
     /// and c2 (every third in c2: the seed's c1 = 1, 2 and c2 = 3).
-    #[arg(long, default_value_t = SEED_PIPELINES, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = SEED_PIPELINES, value_parser = clap::value_parser!(u32).range(1..=MAX_PIPELINES as i64))]
     pub pipelines: u32,
     /// A cluster profile (profiles/*.toml): how to start and read the implementation under
     /// test; `--cluster-bin` names its binary. Default: the reference cluster.

@@ -45,8 +45,11 @@ const PROBE_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// loaded machine, short enough that idle sockets cannot hold connection slots for long.
 const CONNECT_TIMEOUT_MS: u16 = 10_000;
 
-/// Pause rumqttd takes after accepting each connection (its own default), to soften storms.
-const NEXT_CONNECTION_DELAY_MS: u64 = 1;
+/// Pause rumqttd takes after accepting each connection, in its one accept loop. Its default of
+/// 1 ms (a sleep, so 1 ms or more) serialised a worker taking over 300 pipelines (600 connects)
+/// behind at least 0.6 s of sleeps: failover of 300 pipelines 3769 → 2625 ms without it
+/// (`harness scale --curves pipelines --hosted 300`). The connection slots bound a storm.
+const NEXT_CONNECTION_DELAY_MS: u64 = 0;
 
 /// QoS 0 messages rumqttd hands a connection per read of a log (its default); QoS 1 reads are
 /// capped by its fixed window of 100 unacked messages per connection instead.
@@ -88,8 +91,9 @@ impl Default for BrokerConfig {
         BrokerConfig {
             // The MQTT port, loopback only: exposing the broker is a deliberate choice.
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            // One per pipeline plus publishers and collectors: far above a test cluster's need.
-            max_connections: 1024,
+            // Two per pipeline plus publishers and collectors: the harness's largest workload
+            // (1000 pipelines) with room to spare. A slot is a few hundred bytes until used.
+            max_connections: 4096,
             // rumqttd's default 100 MiB: a segment is read whole, bigger ones hurt tail latency.
             max_segment_size: 100 * 1024 * 1024,
             // rumqttd's default 10: 1 GiB of backlog per filter before the oldest is dropped.
@@ -305,4 +309,22 @@ fn probe(addr: SocketAddr, login: Option<(&str, &str)>) -> anyhow::Result<()> {
         other => bail!("unexpected answer to CONNECT: {other:02x?}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_are_not_paced_and_slots_cover_the_largest_workload() {
+        let config = rumqttd_config(
+            &BrokerConfig::default(),
+            "127.0.0.1:1883".parse().unwrap(),
+            None,
+        );
+        let v4 = config.v4.as_ref().expect("the v4 listener");
+        assert_eq!(v4["1"].next_connection_delay_ms, 0);
+        // The harness's largest workload: 1000 pipelines, two connections each.
+        assert!(config.router.max_connections >= 2 * 1000 + 16);
+    }
 }

@@ -84,6 +84,14 @@ pub enum Command {
         reason: String,
         at_ms: u64,
     },
+    /// Several moves decided in one pass of the placement driver, in one log entry: applied in
+    /// order, each exactly as a [`Command::MovePipeline`] of its own (conditional on its epoch;
+    /// a move to a worker that filled up with the earlier moves of the batch is a no-op).
+    /// `changed` when any moved.
+    MovePipelines {
+        moves: Vec<Move>,
+        at_ms: u64,
+    },
     /// A worker reported a placed pipeline running at this epoch.
     PipelineRunning {
         group: String,
@@ -107,9 +115,21 @@ impl Command {
             Command::DeployGroup { .. } => "deploy_group",
             Command::RemoveGroup { .. } => "remove_group",
             Command::MovePipeline { .. } => "move_pipeline",
+            Command::MovePipelines { .. } => "move_pipelines",
             Command::PipelineRunning { .. } => "pipeline_running",
         }
     }
+}
+
+/// One move of a [`Command::MovePipelines`] batch (the fields of a [`Command::MovePipeline`]
+/// but the proposer's clock, which the batch carries once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Move {
+    pub group: String,
+    pub pipeline: String,
+    pub to_worker: String,
+    pub expected_epoch: u64,
+    pub reason: String,
 }
 
 /// One Raft log entry's payload: a command and the term its proposer decided it in.

@@ -205,6 +205,21 @@ impl ClusterState {
                 *at_ms,
                 &mut events,
             ),
+            Command::MovePipelines { moves, at_ms } => {
+                let mut any = false;
+                for m in moves {
+                    any |= self.move_pipeline(
+                        &m.group,
+                        &m.pipeline,
+                        &m.to_worker,
+                        m.expected_epoch,
+                        &m.reason,
+                        *at_ms,
+                        &mut events,
+                    );
+                }
+                any
+            }
             Command::PipelineRunning {
                 group,
                 pipeline,

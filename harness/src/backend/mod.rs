@@ -118,6 +118,10 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A worker's own default room (`cluster worker --max-pipelines`): at most this many pipelines
+/// run with the flag left out.
+pub const WORKER_DEFAULT_MAX_PIPELINES: u32 = 100;
+
 impl ClusterSpec {
     /// The keys of one run: fresh random peer key, operator key and worker secret; or none.
     pub fn with_keys(mut self, insecure: bool) -> Self {
@@ -182,6 +186,13 @@ impl ClusterSpec {
             }
         }
         env
+    }
+
+    /// `--max-pipelines` for every worker when the workload is bigger than a worker's default
+    /// room: then any one worker can host every pipeline (the scaling runs put hundreds on one
+    /// worker); `None` otherwise, so a seed-sized command line stays the seed's.
+    pub fn worker_max_pipelines(&self) -> Option<u32> {
+        (self.pipelines > WORKER_DEFAULT_MAX_PIPELINES).then_some(self.pipelines)
     }
 
     /// The nodes of the topology in start order: the broker (unless external), coordinators,
@@ -368,6 +379,9 @@ pub fn node_args(spec: &ClusterSpec, node: NodeName, a: &Addressing<'_>) -> Vec<
             ]);
             if let Some(url) = &a.advertise {
                 args.extend(strings(&["--advertise", url]));
+            }
+            if let Some(max) = spec.worker_max_pipelines() {
+                args.extend(strings(&["--max-pipelines", &max.to_string()]));
             }
             args
         }

@@ -11,6 +11,7 @@
 //! Every wait is [`crate::poll::poll_until`]; every URL is built by [`crate::probe::Probe`].
 
 mod faults;
+mod fill;
 mod isolation;
 mod leader;
 mod nemesis;
@@ -68,6 +69,8 @@ pub struct RunnerOptions {
     pub event_log: bool,
     /// `--nemesis-ms`: overrides every nemesis step's duration (a longer soak).
     pub nemesis_ms: Option<u64>,
+    /// `--fill-entries`: overrides every `fill_log` step's entry count.
+    pub fill_entries: Option<u64>,
     /// The command that replays this run (printed when a nemesis fails).
     pub replay: String,
 }
@@ -94,6 +97,7 @@ impl RunnerOptions {
             event_log: true,
             drain: DrainSettings::quiet(DRAIN_QUIET),
             nemesis_ms: None,
+            fill_entries: None,
             replay: String::new(),
         }
     }
@@ -346,6 +350,7 @@ impl<B: Backend> Runner<B> {
             Step::AwaitFenced(a) => self.await_fenced(a, trial).await,
             Step::Nemesis(a) => self.nemesis(a, trial).await,
             Step::AssertInvariants(a) => self.assert_invariants(a).await,
+            Step::FillLog(a) => self.fill_log(a, trial).await,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod compare;
 pub mod dist;
 pub mod ecdf;
 pub mod font;
+pub mod scaling;
 pub(crate) mod style;
 pub mod timeline;
 
