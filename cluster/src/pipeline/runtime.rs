@@ -422,6 +422,9 @@ fn connect(options: &MqttOptions) -> (AsyncClient, EventLoop) {
     let (client, mut eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL_CAPACITY);
     let mut network = eventloop.network_options();
     network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+    // Acks and outputs are small packets: no Nagle delay. The gap between an output's PUBACK and
+    // its input's ack is the window in which a SIGKILL duplicates an event (at least once).
+    network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
     (client, eventloop)
 }
