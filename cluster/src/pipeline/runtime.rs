@@ -370,6 +370,9 @@ impl RunningPipeline {
             );
             self.shared.killed.store(true, Ordering::SeqCst);
             task.abort();
+            // Returns once the task is gone and its connections with it: the caller may start
+            // the next owner on the same session right after.
+            let _ = task.await;
         }
     }
 
@@ -387,6 +390,9 @@ impl RunningPipeline {
             tracing::warn!(pipeline = %self.pipeline_id, "not stopped by its deadline; dropping the connection");
             self.shared.killed.store(true, Ordering::SeqCst);
             task.abort();
+            // Returns once the task is gone and its connections with it: the caller may start
+            // the next owner on the same session right after.
+            let _ = task.await;
         }
     }
 

@@ -3,8 +3,10 @@
 //! committed placement names it for, at the committed epoch.
 
 mod lease;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +88,11 @@ struct Worker {
     /// Running pipelines. Locked only for map operations, never across an await, so a slow
     /// start or stop never holds up heartbeats (or the link's pongs).
     pipelines: std::sync::Mutex<HashMap<String, Running>>,
+    /// Pipelines the fence took out of `pipelines` and is still stopping. The reconciler starts
+    /// none of them until its stop is over: a lease renewed meanwhile would otherwise start a
+    /// second copy on the same session while the first still holds inputs (duplicates). Locked
+    /// only while `pipelines` is locked, after it.
+    fencing: std::sync::Mutex<HashSet<String>>,
     /// The latest assignments from the coordinators; the reconciler converges to them.
     desired: watch::Sender<Option<Vec<Assignment>>>,
     /// Pipelines changed: send a heartbeat now (it reports them running).
@@ -104,22 +111,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if config.coordinators.is_empty() {
-        bail!("--coordinators is empty");
-    }
-    let worker = Arc::new(Worker {
-        http: reqwest::Client::builder()
-            .timeout(COORDINATOR_TIMEOUT)
-            .build()?,
-        config,
-        pipelines: std::sync::Mutex::new(HashMap::new()),
-        desired: watch::channel(None).0,
-        changed: Notify::new(),
-        linked_to: std::sync::Mutex::new(None),
-        lease: lease::Lease::default(),
-        home_ready: std::sync::atomic::AtomicBool::new(false),
-        metrics: crate::metrics::WorkerMetrics::new(),
-    });
+    let worker = Arc::new(Worker::new(config)?);
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -192,8 +184,38 @@ fn ws_url(base: &str) -> String {
 }
 
 impl Worker {
+    fn new(config: WorkerConfig) -> anyhow::Result<Worker> {
+        if config.coordinators.is_empty() {
+            bail!("--coordinators is empty");
+        }
+        Ok(Worker {
+            http: reqwest::Client::builder()
+                .timeout(COORDINATOR_TIMEOUT)
+                .build()?,
+            config,
+            pipelines: std::sync::Mutex::new(HashMap::new()),
+            fencing: std::sync::Mutex::new(HashSet::new()),
+            desired: watch::channel(None).0,
+            changed: Notify::new(),
+            linked_to: std::sync::Mutex::new(None),
+            lease: lease::Lease::default(),
+            home_ready: std::sync::atomic::AtomicBool::new(false),
+            metrics: crate::metrics::WorkerMetrics::new(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_fencing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.fencing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Running here, or still being stopped by the fence: not to be started (again) now.
+    fn is_held(&self, pipeline_id: &str) -> bool {
+        let pipelines = self.lock();
+        pipelines.contains_key(pipeline_id) || self.lock_fencing().contains(pipeline_id)
     }
 
     /// `request` with this worker's credential: its token in `x-api-key`, its id in `x-worker-id`.
@@ -526,17 +548,35 @@ impl Worker {
                 }
                 continue;
             }
-            let fenced: Vec<(String, Running)> = self.lock().drain().collect();
+            // Out of the map and into `fencing` under one lock: the reconciler sees each in
+            // one or the other, never in neither.
+            let fenced: Vec<(String, Running)> = {
+                let mut pipelines = self.lock();
+                let fenced: Vec<(String, Running)> = pipelines.drain().collect();
+                self.lock_fencing()
+                    .extend(fenced.iter().map(|(id, _)| id.clone()));
+                fenced
+            };
             if !fenced.is_empty() {
                 tracing::warn!(
                     count = fenced.len(),
                     "lease lapsed: stopping every pipeline (sessions left for their next owner)"
                 );
+                let ids: Vec<String> = fenced.iter().map(|(id, _)| id.clone()).collect();
                 let stops = fenced.into_iter().map(|(id, r)| {
                     self.metrics.stopped(&id, "fence");
                     r.pipeline.stop_by(end)
                 });
                 futures::future::join_all(stops).await;
+                {
+                    let _pipelines = self.lock();
+                    let mut fencing = self.lock_fencing();
+                    for id in &ids {
+                        fencing.remove(id);
+                    }
+                }
+                // Stopped: a lease renewed meanwhile may start them again now.
+                self.desired.send_modify(|_| {});
                 self.changed.notify_one();
             }
             changed.await;
@@ -590,7 +630,7 @@ impl Worker {
             r.pipeline.stop().await;
         }
         for (id, a) in desired {
-            if self.lock().contains_key(&id) {
+            if self.is_held(&id) {
                 continue;
             }
             if !self.lease.valid() {
