@@ -9,6 +9,7 @@ pub mod auth;
 pub mod broker;
 pub mod coordinator;
 pub mod events;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod raft;

@@ -40,10 +40,12 @@ impl Probe {
         let client = reqwest::Client::builder()
             .timeout(PROBE_TIMEOUT)
             .connect_timeout(PROBE_TIMEOUT)
+            .pool_idle_timeout(cluster::http::CLIENT_POOL_IDLE)
             .build()?;
         let writer = reqwest::Client::builder()
             .timeout(WRITE_TIMEOUT)
             .connect_timeout(PROBE_TIMEOUT)
+            .pool_idle_timeout(cluster::http::CLIENT_POOL_IDLE)
             .build()?;
         Ok(Probe {
             client,

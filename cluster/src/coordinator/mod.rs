@@ -125,6 +125,7 @@ pub async fn run(
         quorum: Arc::new(quorum::QuorumContact::new(config.contact_window())),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()?,
         write_budget: Duration::from_millis(2 * config.election_max_ms),
     });
@@ -145,7 +146,12 @@ pub async fn run(
         });
     }
     tracing::info!(node_id = config.node_id, %local, "coordinator listening");
-    let serve = axum::serve(listener, routes::router(coordinator)).with_graceful_shutdown(shutdown);
+    let serve = crate::http::serve(
+        listener,
+        routes::router(coordinator),
+        shutdown,
+        crate::http::HEADER_READ_TIMEOUT,
+    );
     tokio::select! {
         served = serve => served?,
         Ok(e) = failed_rx => {

@@ -40,7 +40,7 @@ impl HttpNetwork {
     pub fn new(api_key: Option<String>, metrics: Arc<CoordinatorMetrics>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
             .build()?;
         Ok(HttpNetwork {
             client,

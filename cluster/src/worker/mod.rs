@@ -121,9 +121,7 @@ pub async fn run(
     let fence = tokio::spawn(worker.clone().fence_loop());
     let home_watch = tokio::spawn(worker.clone().home_watch());
     tracing::info!(worker_id = %worker.config.worker_id, addr = %listener.local_addr()?, "worker listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::http::serve(listener, app, shutdown, crate::http::HEADER_READ_TIMEOUT).await?;
     link.abort();
     reconciler.abort();
     fence.abort();
@@ -191,6 +189,7 @@ impl Worker {
         Ok(Worker {
             http: reqwest::Client::builder()
                 .timeout(COORDINATOR_TIMEOUT)
+                .pool_idle_timeout(crate::http::CLIENT_POOL_IDLE)
                 .build()?,
             config,
             pipelines: std::sync::Mutex::new(HashMap::new()),

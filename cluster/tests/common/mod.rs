@@ -72,6 +72,7 @@ impl Cluster {
             raft: (HEARTBEAT_MS, ELECTION_MIN_MS, ELECTION_MAX_MS),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
+                .pool_idle_timeout(cluster::http::CLIENT_POOL_IDLE)
                 // The operator key on every request (one that sets its own header overrides it).
                 .default_headers(
                     [(
