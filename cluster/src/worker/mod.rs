@@ -49,6 +49,10 @@ const GO_HOME: &str = "home coordinator answers again: moving the link home";
 /// Re-check interval of the reconciler: failed starts (e.g. the broker is unreachable) and
 /// pipelines that stopped themselves when their lease ended are started again.
 const START_RETRY: Duration = Duration::from_millis(500);
+/// Pipelines started at once by one reconcile pass: a worker taking over hundreds of pipelines
+/// waits for a connect-and-subscribe round per batch, not per pipeline, and the broker still
+/// sees a bounded burst of connects.
+const START_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -628,35 +632,20 @@ impl Worker {
             self.metrics.stopped(&id, "reconcile");
             r.pipeline.stop().await;
         }
-        for (id, a) in desired {
-            if self.is_held(&id) {
+        // Up to START_CONCURRENCY starts under way at once; each pipeline's checks run just
+        // before its own start.
+        let mut starts = futures::stream::iter(desired.into_values())
+            .map(|a| async move {
+                let result = self.start(&a).await?;
+                Some((a, result))
+            })
+            .buffer_unordered(START_CONCURRENCY);
+        while let Some(outcome) = starts.next().await {
+            let Some((a, result)) = outcome else {
                 continue;
-            }
-            if !self.lease.valid() {
-                // Not without a lease; its renewal converges again.
-                tracing::debug!(pipeline_id = %id, "not starting: no valid lease");
-                continue;
-            }
-            let program = match vpl::parse(&a.source) {
-                Ok(p) => Arc::new(p),
-                Err(e) => {
-                    // The coordinator validated it; a worker of another version may disagree.
-                    tracing::error!(pipeline_id = %id, "cannot run: {e}");
-                    continue;
-                }
             };
-            let spec = PipelineSpec {
-                pipeline_id: id.clone(),
-                // The session belongs to the pipeline, not the worker: every owner uses this id.
-                // `~` cannot appear in group or pipeline names, so ids never collide.
-                client_id: format!("varpulis~{}~{}", a.group, a.pipeline),
-                program,
-                mqtt_host: self.config.mqtt_host.clone(),
-                mqtt_port: self.config.mqtt_port,
-                login: self.config.mqtt_login.clone(),
-                instruments: self.metrics.instruments(&id),
-            };
-            match runtime::start(spec).await {
+            let id = a.pipeline_id.clone();
+            match result {
                 Ok(pipeline) => {
                     if !self.lease.valid() {
                         // The lease ran out while it started: the fence may have run already.
@@ -677,7 +666,7 @@ impl Worker {
                         id,
                         Running {
                             epoch: a.epoch,
-                            source: a.source.clone(),
+                            source: a.source,
                             pipeline,
                         },
                     );
@@ -691,5 +680,39 @@ impl Worker {
         if changed {
             self.changed.notify_one();
         }
+    }
+
+    /// Starts `a` unless it runs here already, the fence is still stopping it, there is no valid
+    /// lease, or its source does not parse (None: not started, nothing to do).
+    async fn start(&self, a: &Assignment) -> Option<anyhow::Result<RunningPipeline>> {
+        let id = &a.pipeline_id;
+        if self.is_held(id) {
+            return None;
+        }
+        if !self.lease.valid() {
+            // Not without a lease; its renewal converges again.
+            tracing::debug!(pipeline_id = %id, "not starting: no valid lease");
+            return None;
+        }
+        let program = match vpl::parse(&a.source) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                // The coordinator validated it; a worker of another version may disagree.
+                tracing::error!(pipeline_id = %id, "cannot run: {e}");
+                return None;
+            }
+        };
+        let spec = PipelineSpec {
+            pipeline_id: id.clone(),
+            // The session belongs to the pipeline, not the worker: every owner uses this id.
+            // `~` cannot appear in group or pipeline names, so ids never collide.
+            client_id: format!("varpulis~{}~{}", a.group, a.pipeline),
+            program,
+            mqtt_host: self.config.mqtt_host.clone(),
+            mqtt_port: self.config.mqtt_port,
+            login: self.config.mqtt_login.clone(),
+            instruments: self.metrics.instruments(id),
+        };
+        Some(runtime::start(spec).await)
     }
 }
