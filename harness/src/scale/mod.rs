@@ -369,6 +369,28 @@ fn run_bench(
     Ok(render::nest_throughput(&throughput.to_markdown(), &rel))
 }
 
+/// A failover moves every pipeline of the killed worker onto the others, and the restarted
+/// worker gets none back: a second trial on the same cluster would kill a worker hosting more
+/// than the point's size (all 2N pipelines on the pipelines curve). So the failover curves run
+/// each trial on a fresh cluster; the election curve's trials share one (the log only grows).
+fn fresh_cluster_per_trial(curve: Curve) -> bool {
+    matches!(curve, Curve::Pipelines | Curve::Workers)
+}
+
+/// The child runs of a point, as (trials, directory relative to the scale run's): one run with
+/// all its trials, or one run per trial (see [`fresh_cluster_per_trial`]), each into its own
+/// directory under the point's.
+pub fn child_runs(spec: &PointSpec) -> Vec<(u32, String)> {
+    let rel = format!("points/{}-{}", spec.curve.name(), spec.size);
+    if !fresh_cluster_per_trial(spec.curve) {
+        return vec![(spec.repeat, rel)];
+    }
+    (1..=spec.repeat)
+        .map(|trial| (1, format!("{rel}/trial-{trial}")))
+        .collect()
+}
+
+/// Runs a point's child runs ([`child_runs`]) and puts their figures together.
 fn run_point(
     exe: &Path,
     args: &ScaleArgs,
@@ -377,56 +399,110 @@ fn run_point(
     dir: &Path,
     root: &Path,
 ) -> anyhow::Result<Point> {
-    let rel = format!("points/{}-{}", spec.curve.name(), spec.size);
-    let point_out = dir.join(&rel);
-    let mut cmd = std::process::Command::new(exe);
-    cmd.current_dir(root)
-        .args(["--phases", &spec.phases])
-        .args(["--repeat", &spec.repeat.to_string()])
-        .args(["--workers", &spec.workers.to_string()])
-        .args(["--pipelines", &spec.pipelines.to_string()])
-        .args(["--backend", &args.backend])
-        .arg("--out")
-        .arg(&point_out)
-        .args(timings.flags());
-    if let Some(n) = spec.fill_entries {
-        cmd.args(["--fill-entries", &n.to_string()]);
+    let child = Child {
+        exe,
+        args,
+        timings,
+        dir,
+        root,
+    };
+    let runs = child_runs(spec);
+    if let [(repeat, rel)] = runs.as_slice() {
+        return child.run(spec, *repeat, rel);
     }
-    if let Some(bin) = &args.cluster_bin {
-        cmd.arg("--cluster-bin").arg(bin);
-    }
-    // The child's results block goes to our stderr: stdout stays the scale run's own.
-    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
     let started = Instant::now();
-    let status = cmd
-        .status()
-        .with_context(|| format!("run {}", exe.display()))?;
-    let wall_s = started.elapsed().as_secs_f64();
-    let run_dir = only_run_dir(&point_out.join("runs")).with_context(|| {
-        format!("point {rel}: the harness exited with {status} and left no run")
-    })?;
-    let path = run_dir.join(crate::report::RUN_DATA);
-    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let run: RunData =
-        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
-    let rel_run = run_dir
-        .strip_prefix(dir)
-        .unwrap_or(&run_dir)
-        .display()
-        .to_string();
-    Ok(Point {
-        spec: spec.clone(),
-        figures: figures_of(spec, &run),
-        passed: run
-            .trials
-            .iter()
-            .filter(|t| t.status == Status::Pass)
-            .count() as u32,
-        trials: run.trials.len() as u32,
-        error: run.trials.iter().find_map(|t| t.error.clone()),
-        wall_s,
-        run_dir: rel_run,
-    })
+    let mut point: Option<Point> = None;
+    for (repeat, rel) in &runs {
+        let one = child.run(spec, *repeat, rel)?;
+        point = Some(match point {
+            None => one,
+            Some(mut p) => {
+                for (name, samples) in one.figures {
+                    p.figures.entry(name).or_default().extend(samples);
+                }
+                p.passed += one.passed;
+                p.trials += one.trials;
+                p.error = p.error.or(one.error);
+                p
+            }
+        });
+    }
+    let mut point = point.context("a point runs at least one trial")?;
+    point.wall_s = started.elapsed().as_secs_f64();
+    point.run_dir = format!("points/{}-{}", spec.curve.name(), spec.size);
+    Ok(point)
+}
+
+/// What every child run of a scale run shares.
+struct Child<'a> {
+    exe: &'a Path,
+    args: &'a ScaleArgs,
+    timings: &'a Timings,
+    /// The scale run's directory.
+    dir: &'a Path,
+    root: &'a Path,
+}
+
+impl Child<'_> {
+    /// One child harness run of `spec`'s phases with `repeat` trials, into `dir/rel`.
+    fn run(&self, spec: &PointSpec, repeat: u32, rel: &str) -> anyhow::Result<Point> {
+        let Child {
+            exe,
+            args,
+            timings,
+            dir,
+            root,
+        } = *self;
+        let point_out = dir.join(rel);
+        let mut cmd = std::process::Command::new(exe);
+        cmd.current_dir(root)
+            .args(["--phases", &spec.phases])
+            .args(["--repeat", &repeat.to_string()])
+            .args(["--workers", &spec.workers.to_string()])
+            .args(["--pipelines", &spec.pipelines.to_string()])
+            .args(["--backend", &args.backend])
+            .arg("--out")
+            .arg(&point_out)
+            .args(timings.flags());
+        if let Some(n) = spec.fill_entries {
+            cmd.args(["--fill-entries", &n.to_string()]);
+        }
+        if let Some(bin) = &args.cluster_bin {
+            cmd.arg("--cluster-bin").arg(bin);
+        }
+        // The child's results block goes to our stderr: stdout stays the scale run's own.
+        cmd.stdout(std::process::Stdio::from(std::io::stderr()));
+        let started = Instant::now();
+        let status = cmd
+            .status()
+            .with_context(|| format!("run {}", exe.display()))?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let run_dir = only_run_dir(&point_out.join("runs")).with_context(|| {
+            format!("point {rel}: the harness exited with {status} and left no run")
+        })?;
+        let path = run_dir.join(crate::report::RUN_DATA);
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        let run: RunData =
+            serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+        let rel_run = run_dir
+            .strip_prefix(dir)
+            .unwrap_or(&run_dir)
+            .display()
+            .to_string();
+        Ok(Point {
+            spec: spec.clone(),
+            figures: figures_of(spec, &run),
+            passed: run
+                .trials
+                .iter()
+                .filter(|t| t.status == Status::Pass)
+                .count() as u32,
+            trials: run.trials.len() as u32,
+            error: run.trials.iter().find_map(|t| t.error.clone()),
+            wall_s,
+            run_dir: rel_run,
+        })
+    }
 }
 
 /// The one run directory under `runs` (a point's own `--out`).
