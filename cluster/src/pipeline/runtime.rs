@@ -427,13 +427,16 @@ fn next_event(mut eventloop: EventLoop) -> NextEvent {
     })
 }
 
-fn connect(options: &MqttOptions) -> (AsyncClient, EventLoop) {
+/// `nodelay`: TCP_NODELAY. On for the input connection: its acks are small packets, and the time
+/// between an output's PUBACK and its input's ack is the window in which a SIGKILL duplicates an
+/// event (at least once). Off for the output connection: with it on both, `harness bench`
+/// measured the pipelines' p99 at half the ceiling at 15-42 ms and ceilings of 30-40k events/s;
+/// on the input only, 5-26 ms and 40-52k (ARCHITECTURE.md, "Latency through rumqttd").
+fn connect(options: &MqttOptions, nodelay: bool) -> (AsyncClient, EventLoop) {
     let (client, mut eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL_CAPACITY);
     let mut network = eventloop.network_options();
     network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
-    // Acks and outputs are small packets: no Nagle delay. The gap between an output's PUBACK and
-    // its input's ack is the window in which a SIGKILL duplicates an event (at least once).
-    network.set_tcp_nodelay(true);
+    network.set_tcp_nodelay(nodelay);
     eventloop.set_network_options(network);
     (client, eventloop)
 }
@@ -515,8 +518,8 @@ impl Worker {
 
     /// Runs one pair of connections until it fails or the pipeline stopped.
     async fn generation(&mut self, stop_rx: &mut oneshot::Receiver<()>) -> Ended {
-        let (input, input_loop) = connect(&self.input);
-        let (output, output_loop) = connect(&self.output);
+        let (input, input_loop) = connect(&self.input, true);
+        let (output, output_loop) = connect(&self.output, false);
         let mut g = Generation::new(input, output);
         let mut input_poll = next_event(input_loop);
         let mut output_poll = next_event(output_loop);
