@@ -86,7 +86,13 @@ pub fn results_markdown(data: &RunData) -> String {
         let counts = match &t.events {
             Some(c) => format!(
                 "{}/{} | {} | {} | {} | {} | {}",
-                c.delivered, c.expected, c.lost, c.duplicated, c.unexpected, c.unknown, c.malformed
+                c.delivered,
+                c.expected,
+                c.lost,
+                duplicated_cell(c),
+                c.unexpected,
+                c.unknown,
+                c.malformed
             ),
             None => "– | – | – | – | – | –".into(),
         };
@@ -281,6 +287,14 @@ fn trim_ms(ms: f64) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The duplicated count, with how many of them a worker's SIGKILL explains (at least once).
+fn duplicated_cell(c: &crate::traffic::ledger::Counts) -> String {
+    match c.at_crash.len() {
+        0 => c.duplicated.to_string(),
+        n => format!("{} ({n} at a worker's SIGKILL)", c.duplicated),
+    }
 }
 
 #[cfg(test)]

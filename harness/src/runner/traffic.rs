@@ -441,13 +441,20 @@ fn describe_counts(c: &Counts) -> String {
         .iter()
         .map(|(p, x)| format!("{p}: {}/{}", x.delivered, x.expected))
         .collect();
+    let duplicated = if c.at_crash.is_empty() {
+        c.duplicated.to_string()
+    } else {
+        format!(
+            "{} (seqs {:?} redelivered after a worker's SIGKILL: at least once)",
+            c.duplicated, c.at_crash
+        )
+    };
     format!(
-        "{}/{} delivered, {} lost, {} duplicated, {} unexpected, {} unknown, {} malformed, {} \
+        "{}/{} delivered, {} lost, {duplicated} duplicated, {} unexpected, {} unknown, {} malformed, {} \
          undecodable [{}]",
         c.delivered,
         c.expected,
         c.lost,
-        c.duplicated,
         c.unexpected,
         c.unknown,
         c.malformed,

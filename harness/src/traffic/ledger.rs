@@ -185,6 +185,10 @@ pub struct Counts {
     /// Send time of the seq of every extra copy (a seq arriving 3 times appears twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub duplicated_sent_at_us: Vec<u64>,
+    /// The duplicated seqs a worker's SIGKILL explains (at least once; see
+    /// [`crate::check::CRASH_WINDOW_US`]): counted in `duplicated`, not held against a phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_crash: Vec<u64>,
     /// Send times of the matching seqs whose publish was never acked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_sent_at_us: Vec<u64>,
