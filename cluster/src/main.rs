@@ -283,6 +283,9 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
+    if args.listen.port() == 0 {
+        anyhow::bail!("broker: --listen port must not be 0 (clients need to know it)");
+    }
     let defaults = broker::BrokerConfig::default();
     let config = broker::BrokerConfig {
         listen: args.listen,

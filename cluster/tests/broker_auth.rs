@@ -24,6 +24,10 @@ const TOPIC: &str = "e2e/input/1";
 /// Bound of every wait: a loopback broker answers in milliseconds; seconds mean stuck.
 const WAIT: Duration = Duration::from_secs(10);
 
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// For the `cluster broker` command, which needs its port up front: bind port 0, note it, let go.
 fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr")
@@ -42,7 +46,9 @@ async fn start_broker() -> BrokerHandle {
     )
     .expect("credentials");
     let config = BrokerConfig {
-        listen: free_addr(),
+        // Port 0: the broker binds it once and says which (a port picked and let go here
+        // could be taken by another test's outgoing connection before the broker binds it).
+        listen: LOOPBACK_ANY_PORT,
         auth: Some(auth),
         ..BrokerConfig::default()
     };

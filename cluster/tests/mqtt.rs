@@ -44,16 +44,15 @@ fn init_tracing() {
         .try_init();
 }
 
-/// A port nobody listens on right now: bind port 0, note the port, let go.
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
-}
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 async fn start_broker() -> BrokerHandle {
     init_tracing();
     let config = BrokerConfig {
-        listen: free_addr(),
+        // Port 0: the broker binds it once and says which (a port picked and let go here
+        // could be taken by another test's outgoing connection before the broker binds it).
+        listen: LOOPBACK_ANY_PORT,
         ..BrokerConfig::default()
     };
     tokio::task::spawn_blocking(move || broker::start(config))
@@ -677,7 +676,9 @@ async fn t50_bad_configuration_is_refused_up_front() {
     .expect_err("the port is taken");
     assert!(format!("{in_use:#}").contains("bind"), "{in_use:#}");
     let tiny = broker::start(BrokerConfig {
-        listen: free_addr(),
+        // Port 0: the broker binds it once and says which (a port picked and let go here
+        // could be taken by another test's outgoing connection before the broker binds it).
+        listen: LOOPBACK_ANY_PORT,
         max_segment_size: 100,
         ..BrokerConfig::default()
     })

@@ -117,18 +117,22 @@ pub struct BrokerHandle {
 
 /// Start rumqttd (v4 server only, no console/prometheus/metrics/bridge) on its own threads,
 /// on a loopback port, behind the [`gate`] on `config.listen`; return once `config.listen`
-/// answers an MQTT CONNECT (at most [`READY_TIMEOUT`]), or a clear error.
+/// answers an MQTT CONNECT (at most [`READY_TIMEOUT`]), or a clear error. Port 0 in
+/// `config.listen` (in-process callers, tests): the port the system gives, in the handle.
 pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
     validate(&config)?;
-    let addr = config.listen;
-    // Checked now, with its cause; bound for good once rumqttd answers, so that a client able
-    // to open a TCP connection (the harness's readiness check) finds a broker behind it.
-    std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+    // A fixed port is checked now, with its cause, and bound for good once rumqttd answers, so
+    // that a client able to open a TCP connection (the harness's readiness check) finds a broker
+    // behind it. Port 0 is bound once, now: nobody can be waiting on a port not yet known, and
+    // a port picked and let go could be taken by any outgoing connection meanwhile.
+    let early = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("broker: bind {}", config.listen))?;
+    let addr = early.local_addr().context("broker: listener address")?;
+    let early = (config.listen.port() == 0).then_some(early);
     // rumqttd binds by itself (and only logs a failure, from its thread): a port free a moment
-    // ago; a failure shows as the readiness probe's.
-    let upstream = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .context("broker: find a loopback port for rumqttd")?;
+    // ago, above the ephemeral range so that no outgoing connection is given it meanwhile; a
+    // failure shows as the readiness probe's.
+    let upstream = loopback_port_for_rumqttd()?;
 
     let probe_login = config.auth.as_ref().map(|_| {
         let secret: [u8; 16] = rand::random();
@@ -153,8 +157,12 @@ pub fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
         .context("broker: spawn thread")?;
     await_ready(upstream, login, || runner.is_finished())?;
 
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?;
+    let listener = match early {
+        Some(listener) => listener,
+        None => {
+            std::net::TcpListener::bind(addr).with_context(|| format!("broker: bind {addr}"))?
+        }
+    };
     gate::Gate {
         listener,
         upstream,
@@ -192,10 +200,43 @@ fn await_ready(
     }
 }
 
-fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
-    if config.listen.port() == 0 {
-        bail!("broker: listen port must not be 0 (clients need to know it)");
+/// The kernel's ephemeral range (`ip_local_port_range`: the local ports outgoing connections
+/// get), Linux's default when unreadable.
+pub fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// A loopback port for rumqttd behind the gate, bindable now, above the ephemeral range: a port
+/// from the ephemeral range, let go, can be given to any outgoing connection before rumqttd binds
+/// it (seen as `Address already in use` in parallel tests). Above it, not below: the harness
+/// reserves its nodes' ports below it (`harness/src/backend/ports.rs`), and a node restarted later
+/// must find its port free.
+fn loopback_port_for_rumqttd() -> anyhow::Result<SocketAddr> {
+    let (_, hi) = ephemeral_range();
+    if hi >= u16::MAX - 1 {
+        // No room above it: take what the system gives.
+        return std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .context("broker: find a loopback port for rumqttd");
     }
+    for _ in 0..64 {
+        let port = rand::random_range(hi + 1..=u16::MAX);
+        if let Ok(addr) = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+            .and_then(|l| l.local_addr())
+        {
+            return Ok(addr);
+        }
+    }
+    bail!("broker: no free loopback port above {hi} for rumqttd after 64 tries")
+}
+
+fn validate(config: &BrokerConfig) -> anyhow::Result<()> {
     if config.max_segment_size < MIN_SEGMENT_SIZE {
         bail!(
             "broker: max_segment_size {} is below rumqttd's minimum of {MIN_SEGMENT_SIZE} bytes",

@@ -154,12 +154,11 @@ async fn relay(client: TcpStream, server: TcpStream, hold: Arc<AtomicBool>) -> b
 }
 
 async fn start_broker() -> BrokerHandle {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let config = BrokerConfig {
-        listen: listener.local_addr().expect("local addr"),
+        // Port 0: the broker binds it and says which.
+        listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
         ..BrokerConfig::default()
     };
-    drop(listener);
     tokio::task::spawn_blocking(move || broker::start(config))
         .await
         .expect("broker start task")

@@ -21,16 +21,7 @@ pub struct PortLease {
     locks: Vec<Flock<File>>,
 }
 
-/// The kernel's ephemeral range (`ip_local_port_range`), Linux's default when unreadable.
-fn ephemeral_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32_768, 60_999))
-}
+use cluster::broker::ephemeral_range;
 
 fn lock_dir() -> PathBuf {
     std::env::temp_dir().join("varpulis-harness-ports")
