@@ -272,6 +272,22 @@ fn evens(range: std::ops::Range<u64>) -> Vec<u64> {
     range.filter(|s| s % 2 == 0).collect()
 }
 
+/// The end marker's output can reach the collector before the PUBACKs of `b`'s last outputs
+/// reach `b`, and `b` counts an input only once it acks it. A malformed last input (rejected, no
+/// output) is acked only after every input before it (acks go in order): once `b` counts it,
+/// its counters hold everything it did. Expects `b` to have rejected nothing before.
+async fn settle(publisher: &TestClient, b: &RunningPipeline) {
+    publisher
+        .publish_all(INPUT, [b"not an event".to_vec()])
+        .await;
+    wait_until(
+        "B to reject the malformed last input",
+        || b.counters().rejected == 1,
+        || format!("B {:?}", b.counters()),
+    )
+    .await;
+}
+
 async fn wait_counters(pipeline: &RunningPipeline, expected: PipelineCounters) {
     wait_until(
         &format!("counters {expected:?}"),
@@ -378,19 +394,8 @@ async fn owner_change(ending: Ending, client_id: &str) {
         || format!("collector {}, B {:?}", collector.state(), b.counters()),
     )
     .await;
-    // The end marker's output can reach the collector before the PUBACKs of B's last outputs
-    // reach B, and B counts an input only once it acks it (a fresh-clone CI run saw B at 278 of
-    // 301). A malformed last input is acked only after every input before it: once B counts
-    // it, B's counters hold everything it did (as in t21).
-    publisher
-        .publish_all(INPUT, [b"not an event".to_vec()])
-        .await;
-    wait_until(
-        "B to reject the malformed last input",
-        || b.counters().rejected == 1,
-        || format!("B {:?}", b.counters()),
-    )
-    .await;
+    // (A fresh-clone CI run saw B at 278 of 301 without this.)
+    settle(&publisher, &b).await;
     let outputs = outputs_so_far(&collector, &publisher, Some(&b)).await;
 
     let counts = seq_counts(&outputs);
@@ -498,20 +503,9 @@ async fn t21_crash_mid_stream_duplicates_only_unacked_inputs() {
         || format!("collector {}, B {:?}", collector.state(), b.counters()),
     )
     .await;
-    // The end marker's output can reach the collector before its PUBACK reaches B, and B
-    // counts an input only once it acks it. A malformed last input (rejected, no output) is
-    // acked only after every input before it (acks go in order): once it is counted, so is
-    // everything B did. (Without it, B's count was one short now and then, and the check below
-    // put the resume point one past where B resumed: 3 failures in 60 runs.)
-    publisher
-        .publish_all(INPUT, [b"not an event".to_vec()])
-        .await;
-    wait_until(
-        "B to reject the malformed last input",
-        || b.counters().rejected == 1,
-        || format!("B {:?}", b.counters()),
-    )
-    .await;
+    // (Without this, the check below put the resume point one past where B resumed: 3
+    // failures in 60 runs.)
+    settle(&publisher, &b).await;
     let outputs = outputs_so_far(&collector, &publisher, Some(&b)).await;
 
     let counts = seq_counts(&outputs);
